@@ -1,0 +1,39 @@
+# Everything a fresh machine needs: `make demo` and `make test` install before they run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench soak brokers clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	MSGKIT_URL=memory:// $(BIN)/python -m examples.orders
+
+brokers: $(STAMP)
+	$(BIN)/python -m msgkit.testing.brokers up
+
+test: $(STAMP) brokers
+	$(BIN)/python -m pytest -q -p no:randomly
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+soak: $(STAMP) brokers
+	$(BIN)/python -m pytest -q -m soak
+
+bench: $(STAMP) brokers
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) bench/results.json bench/results.md bench/results.png

@@ -1,0 +1,53 @@
+"""msgkit: one async Producer/Consumer API over Kafka, RabbitMQ and an in-memory broker."""
+
+from msgkit import headers
+from msgkit.backend import Capabilities
+from msgkit.broker import Broker, connect
+from msgkit.consumer import Consumer
+from msgkit.context import Context
+from msgkit.errors import (
+    BrokerUnavailableError,
+    ClosedError,
+    ConfigurationError,
+    ConsumerLostError,
+    DecodeError,
+    HandlerError,
+    InvalidTopicError,
+    InvalidURLError,
+    MsgkitError,
+    PublishError,
+    SerializationError,
+    UnknownBackendError,
+)
+from msgkit.failure import FailurePolicy, dead_letter_topic
+from msgkit.guarantee import Guarantee
+from msgkit.message import Message
+from msgkit.producer import Producer
+from msgkit.settings import Settings
+
+__all__ = [
+    "Broker",
+    "BrokerUnavailableError",
+    "Capabilities",
+    "ClosedError",
+    "ConfigurationError",
+    "Consumer",
+    "ConsumerLostError",
+    "Context",
+    "DecodeError",
+    "FailurePolicy",
+    "Guarantee",
+    "HandlerError",
+    "InvalidTopicError",
+    "InvalidURLError",
+    "Message",
+    "MsgkitError",
+    "Producer",
+    "PublishError",
+    "SerializationError",
+    "Settings",
+    "UnknownBackendError",
+    "connect",
+    "dead_letter_topic",
+    "headers",
+]

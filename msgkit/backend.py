@@ -1,0 +1,197 @@
+"""The backend contract: what an adapter implements so that msgkit runs on its broker.
+
+A backend is found by URL scheme through the `msgkit.backends` entry-point group
+(`kafka = "msgkit_kafka:KafkaBackend"`), so a third party ships one without touching msgkit.
+It moves encoded messages and nothing else: concurrency, per-key ordering, guarantees,
+deduplication, retries and dead-lettering live in the core and reach the broker only
+through the four classes below.
+
+    Backend            one connection to a broker; makes publishers and subscriptions
+      Publisher        publish(batch): returns when the guarantee it was made for is met
+      Subscription     fetch(n): up to n deliveries of (topic, group); close(): give back the rest
+        Delivery       ack(), or redeliver(delay, headers): bring it back to the same group later
+
+Rules every backend keeps (the conformance suite in `msgkit.testing.conformance` checks them):
+- Groups: subscriptions with the same group compete for messages; each group gets every
+  message published to the topic while the group exists (and, with `replay_from_start`,
+  what is still retained from before). `group=None` is a private group of one subscriber.
+- A delivery that is neither acked nor redelivered when its subscription closes, or when its
+  consumer dies, comes back to another member of the group (`redelivers_unacked`).
+- `fetch` never hands out more than `prefetch` unacknowledged deliveries, and is
+  cancellation-safe: a cancelled fetch takes no message.
+- `redeliver` is at-least-once: the message is durable for its next attempt before the
+  current delivery is released. The new delivery carries `attempt + 1` and the given headers.
+- Nothing blocks the event loop: blocking client calls go to a thread.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from msgkit.guarantee import Guarantee
+from msgkit.message import Message, Outgoing
+from msgkit.url import URL
+
+StartFrom = Literal["earliest", "latest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend really offers. The conformance suite runs the tests each flag allows."""
+
+    persistent: bool = False
+    """Messages survive a restart of the broker."""
+    ordered_per_key: bool = False
+    """Messages with one key reach a group in publish order (otherwise the core still
+    serialises one key inside a single consumer, but not across competing consumers)."""
+    consumer_groups: bool = True
+    """Named groups compete inside and fan out across."""
+    redelivers_unacked: bool = True
+    """Unacknowledged deliveries of a closed or dead subscription come back to the group."""
+    replay_from_start: bool = False
+    """A new group with start="earliest" receives messages published before it existed."""
+    delayed_redelivery: bool = True
+    """`redeliver(delay=...)` waits without blocking the messages behind it."""
+    transactions: bool = False
+    """Publishes and consumed offsets can commit atomically (exactly-once on the broker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSpec:
+    """What the core asks for when a consumer starts."""
+
+    topic: str
+    group: str | None
+    prefetch: int
+    """The most unacknowledged deliveries this subscription may hold."""
+    start: StartFrom
+    """Where a group with no stored position begins."""
+    guarantee: Guarantee
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Backend-native settings, passed through untouched."""
+
+
+class Delivery(ABC):
+    """One message handed to one subscription. Exactly one of `ack`/`redeliver` settles it."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """The message is done for this group; it will not come back."""
+
+    @abstractmethod
+    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+        """Bring the message back to this group after `delay` seconds, with `attempt + 1`.
+
+        `headers` replaces the message's headers on the new copy (the core has already
+        merged them). The copy must be stored by the broker before this delivery is
+        released; if storing fails, raise and leave this delivery unacknowledged.
+        """
+
+    @property
+    def native(self) -> Any:
+        """The broker client's own message, if any."""
+        return self.message.native
+
+
+class Subscription(ABC):
+    """Deliveries of one (topic, group) for one consumer."""
+
+    @abstractmethod
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        """Wait for at least one delivery and return up to `max_messages`.
+
+        Returns an empty sequence once the subscription is closed. Raises
+        `ConsumerLostError` when the broker dropped this consumer for good.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop fetching; unsettled deliveries go back to the group; leave the group."""
+
+    @property
+    def native(self) -> Any:
+        """The broker client's consumer object (Kafka `Consumer`, aio-pika `Queue`), if any."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The effective client settings, for logs and `Consumer.describe()`."""
+        return {}
+
+
+class Publisher(ABC):
+    """Publishes for one producer, with one guarantee."""
+
+    @abstractmethod
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        """Publish all `messages`, pipelined, and return when the guarantee is met.
+
+        AT_LEAST_ONCE / EXACTLY_ONCE: every message is confirmed by the broker, or
+        `PublishError` is raised (carrying the broker's reason). AT_MOST_ONCE: handed to the
+        client; no confirmation awaited.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush what is pending (bounded) and release the client."""
+
+    @property
+    def native(self) -> Any:
+        """The broker client's producer object (Kafka `Producer`, aio-pika `Channel`), if any."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The effective client settings, for logs and `Producer.describe()`."""
+        return {}
+
+
+class Backend(ABC):
+    """One connection to one broker, made from a URL and backend-native options."""
+
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
+        self.url = url
+        self.options = dict(options)
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Reach the broker, or raise `BrokerUnavailableError` after a bounded wait."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release every connection this backend opened."""
+
+    @abstractmethod
+    def validate_topic(self, topic: str) -> None:
+        """Raise `InvalidTopicError` (saying what to change) for a name the broker would reject.
+
+        Called before any network call; group names go through it too.
+        """
+
+    @abstractmethod
+    async def publisher(
+        self,
+        guarantee: Guarantee,
+        *,
+        required_groups: Sequence[str] = (),
+        options: Mapping[str, Any],
+    ) -> Publisher:
+        """A publisher for `guarantee`. `required_groups` must exist (and so keep messages)
+        for every topic it publishes to, even before any of their consumers started."""
+
+    @abstractmethod
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        """Join the group and return once deliveries can flow (assignment done, queue bound)."""
+
+    @property
+    def native(self) -> Any:
+        """The broker client's connection object, if any."""
+        return None

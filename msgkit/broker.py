@@ -1,0 +1,153 @@
+"""`connect()` and `Broker`: the entry point, one connection to one backend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from msgkit.backend import Backend, Capabilities, StartFrom
+from msgkit.consumer import Consumer
+from msgkit.errors import ConfigurationError, InvalidTopicError
+from msgkit.failure import FailurePolicy
+from msgkit.guarantee import Guarantee
+from msgkit.producer import Producer
+from msgkit.registry import backend_class
+from msgkit.settings import Settings
+from msgkit.url import URL
+
+log = logging.getLogger("msgkit")
+
+
+def connect(url: str | None = None, *, settings: Settings | None = None, **options: Any) -> Broker:
+    """A broker for `url` (else `MSGKIT_URL`, else `memory://`). Use it with `async with`.
+
+    `options` are backend-native settings passed through untouched (librdkafka settings
+    for Kafka, connection options for RabbitMQ); URL query parameters count as options too.
+    """
+    settings = settings or Settings()
+    parsed = URL.parse(url if url is not None else settings.url)
+    cls = backend_class(parsed.scheme)
+    backend = cls(parsed, {**parsed.query, **options})
+    return Broker(backend, settings)
+
+
+class Broker:
+    """One connection to a broker; makes producers and consumers.
+
+    `async with msgkit.connect("kafka://localhost:9092") as broker: ...`
+    """
+
+    def __init__(self, backend: Backend, settings: Settings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self._consumers: set[Consumer] = set()
+        self._producers: list[Producer] = []
+        self._started = False
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """The broker URL with any password redacted."""
+        return self.backend.url.redacted
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.backend.capabilities
+
+    @property
+    def native(self) -> Any:
+        """The broker client's own connection object, for what msgkit does not cover."""
+        return self.backend.native
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self) -> Broker:
+        if self._closed:
+            raise ConfigurationError("a closed broker cannot start again; call msgkit.connect() anew")
+        if not self._started:
+            await self.backend.connect()
+            self._started = True
+            log.info("connected to %s", self.url)
+        return self
+
+    async def close(self) -> None:
+        """Stop consumers gracefully, close producers, then the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        for producer in self._producers:
+            await producer.close()
+        await self.backend.close()
+
+    async def __aenter__(self) -> Broker:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def validate_topic(self, topic: str) -> None:
+        if not isinstance(topic, str) or not topic:
+            raise InvalidTopicError(f"topic must be a non-empty str, not {topic!r}")
+        self.backend.validate_topic(topic)
+
+    def producer(
+        self,
+        *,
+        guarantee: Guarantee | None = None,
+        required_groups: Sequence[str] = (),
+        **options: Any,
+    ) -> Producer:
+        """A producer; `required_groups` are created on publish so they keep every message."""
+        guarantee = _guarantee(guarantee or self.settings.guarantee)
+        producer = Producer(self, guarantee, required_groups=required_groups, options=options)
+        self._producers.append(producer)
+        return producer
+
+    def consumer(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        guarantee: Guarantee | None = None,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+        start: StartFrom | None = None,
+        failure: FailurePolicy | None = None,
+        **options: Any,
+    ) -> Consumer:
+        """A consumer of `topic` in `group` (same group: compete; other groups: each gets all).
+
+        `concurrency` messages run at once, one at a time per key. `prefetch` bounds the
+        messages held unacknowledged (default: 4 x concurrency, at least 32). `start` is where
+        a new group begins: "earliest" (default for named groups) or "latest".
+        """
+        return Consumer(
+            self, topic, group=group,
+            guarantee=_guarantee(guarantee or self.settings.guarantee),
+            concurrency=concurrency or self.settings.concurrency,
+            prefetch=prefetch, start=start,
+            failure=failure or FailurePolicy(max_attempts=self.settings.max_attempts),
+            options=options,
+        )
+
+    def __repr__(self) -> str:
+        return f"<msgkit.Broker {self.url}>"
+
+
+def _guarantee(value: Guarantee | str) -> Guarantee:
+    try:
+        guarantee = Guarantee(value)
+    except ValueError:
+        choices = ", ".join(g.value for g in Guarantee)
+        raise ConfigurationError(f"unknown guarantee {value!r}; use one of {choices}") from None
+    if guarantee is Guarantee.EXACTLY_ONCE:
+        raise ConfigurationError(
+            "Guarantee.EXACTLY_ONCE needs Kafka transactions or an idempotency store, which this "
+            "msgkit version does not provide yet; use Guarantee.AT_LEAST_ONCE"
+        )
+    return guarantee

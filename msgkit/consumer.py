@@ -1,0 +1,200 @@
+"""`Consumer`: subscribes, runs the handler on each delivery, and settles it by the guarantee.
+
+The path of one message: `Subscription.fetch` (backend) -> `Dispatcher` (concurrency, key
+order) -> `Consumer._process` (guarantee: ack before or after the handler) -> handler ->
+`Delivery.ack`, or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from msgkit.backend import Delivery, StartFrom, Subscription, SubscriptionSpec
+from msgkit.context import Context
+from msgkit.dispatch import Dispatcher
+from msgkit.errors import ClosedError, ConfigurationError
+from msgkit.failure import FailurePolicy
+from msgkit.guarantee import Guarantee
+from msgkit.handler import Bound, Handler, adapt
+from msgkit.message import Message, Outgoing
+
+if TYPE_CHECKING:
+    from msgkit.broker import Broker
+    from msgkit.producer import Producer
+
+log = logging.getLogger("msgkit.consumer")
+
+DLQ_GROUP = "dlq"
+"""The group every dead-letter topic keeps messages for (so they wait until inspected)."""
+
+
+class Consumer:
+    """Consumes one topic as a member of `group`. Made by `Broker.consumer()`.
+
+    `await consumer.run(handler)` runs until `await consumer.stop()` (graceful: in-flight
+    messages finish and are acknowledged) or until the task is cancelled (in-flight
+    handlers are cancelled; their messages go back to the group).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        topic: str,
+        *,
+        group: str | None,
+        guarantee: Guarantee,
+        concurrency: int,
+        prefetch: int | None,
+        start: StartFrom | None,
+        failure: FailurePolicy,
+        options: Mapping[str, Any],
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
+        if prefetch is not None and prefetch < 1:
+            raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
+        if start not in (None, "earliest", "latest"):
+            raise ConfigurationError(f"start must be 'earliest' or 'latest', not {start!r}")
+        broker.validate_topic(topic)
+        if group is not None:
+            broker.validate_topic(group)
+        self._broker = broker
+        self.topic = topic
+        self.group = group
+        self.guarantee = guarantee
+        self.concurrency = concurrency
+        self.prefetch = prefetch or max(32, 4 * concurrency)
+        self.start_from: StartFrom = start or ("earliest" if group else "latest")
+        self.failure = failure
+        self._options = dict(options)
+        self._ack_first = guarantee is Guarantee.AT_MOST_ONCE
+        self._handler: Bound | None = None
+        self._subscription: Subscription | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._producer: Producer | None = None
+        self._dead_letters: Producer | None = None
+
+    async def start(self, handler: Handler) -> None:
+        """Subscribe and return once messages can flow; handling continues in the background."""
+        if self._task is not None:
+            raise ConfigurationError("this consumer is already running; make another for a second handler")
+        if self._broker.closed:
+            raise ClosedError("the broker is closed; start consumers before closing it")
+        self._handler = adapt(handler, self._context)
+        spec = SubscriptionSpec(
+            topic=self.topic, group=self.group, prefetch=self.prefetch,
+            start=self.start_from, guarantee=self.guarantee, options=self._options,
+        )
+        self._subscription = await self._broker.backend.subscribe(spec)
+        self._dispatcher = Dispatcher(
+            self._subscription, self._process, concurrency=self.concurrency, prefetch=self.prefetch
+        )
+        self._task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
+        self._broker._consumers.add(self)
+        log.debug("consumer started: %s", self.describe())
+
+    async def run(self, handler: Handler) -> None:
+        """Start, then wait until stopped. Cancelling this call stops the consumer hard."""
+        await self.start(handler)
+        await self.wait()
+
+    async def wait(self) -> None:
+        """Wait until the consumer has stopped; re-raises what ended it (e.g. `ConsumerLostError`)."""
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        """Take no new messages, finish and acknowledge the in-flight ones, leave the group."""
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        if self._task is not None:
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError:
+                if self._task.cancelled():
+                    return
+                raise
+            except Exception:
+                log.exception("consumer of %r ended with an error", self.topic)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages fetched and not yet finished."""
+        return self._dispatcher.held if self._dispatcher else 0
+
+    @property
+    def native(self) -> Any:
+        """The broker client's consumer object (None before `start`)."""
+        return self._subscription.native if self._subscription else None
+
+    def describe(self) -> dict[str, Any]:
+        """The guarantee, limits and the effective client settings."""
+        return {
+            "topic": self.topic, "group": self.group, "guarantee": self.guarantee.value,
+            "concurrency": self.concurrency, "prefetch": self.prefetch, "start": self.start_from,
+            "ack": "before handler" if self._ack_first else "after handler",
+            "client": self._subscription.describe() if self._subscription else {},
+        }
+
+    async def _serve(self) -> None:
+        assert self._dispatcher is not None and self._subscription is not None
+        try:
+            await self._dispatcher.run()
+        finally:
+            self._broker._consumers.discard(self)
+            await self._subscription.close()
+            for producer in (self._producer, self._dead_letters):
+                if producer is not None:
+                    await producer.close()
+
+    async def _process(self, delivery: Delivery) -> None:
+        msg = delivery.message
+        try:
+            if self._ack_first:
+                await delivery.ack()
+            await self._handler(msg)  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(delivery, exc)
+            return
+        if not self._ack_first:
+            try:
+                await delivery.ack()
+            except Exception:
+                log.exception("could not acknowledge message %s; the broker will redeliver it", msg.id)
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        msg = delivery.message
+        if self._ack_first:
+            log.warning("handler failed on message %s (at-most-once: not retried): %r", msg.id, exc)
+            return
+        log.warning("handler failed on message %s attempt %d: %r", msg.id, msg.attempt, exc)
+        try:
+            await self.failure.handle(delivery, exc, self.group, self._dead_letter)
+        except Exception:
+            log.exception("could not retry or dead-letter message %s; left unacknowledged", msg.id)
+
+    async def _dead_letter(self, topic: str, msg: Message, headers: Mapping[str, str]) -> None:
+        if self._dead_letters is None:
+            self._dead_letters = self._broker.producer(
+                guarantee=Guarantee.AT_LEAST_ONCE, required_groups=(DLQ_GROUP,)
+            )
+        out = Outgoing(topic, msg.value, msg.key, dict(headers), msg.id, time.time())
+        await self._dead_letters.publish_raw((out,))
+        log.error("message %s dead-lettered to %r after %d attempts", msg.id, topic, msg.attempt)
+
+    def _context(self, msg: Message) -> Context:
+        if self._producer is None:
+            guarantee = Guarantee.AT_MOST_ONCE if self._ack_first else Guarantee.AT_LEAST_ONCE
+            self._producer = self._broker.producer(guarantee=guarantee)
+        return Context(msg, self.group, self._producer)

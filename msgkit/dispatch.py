@@ -1,0 +1,135 @@
+"""Feeds deliveries from a subscription to workers: up to `concurrency` at once, one at a
+time per key (so a key's messages keep their order), at most `prefetch` held at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from msgkit.backend import Delivery, Subscription
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        subscription: Subscription,
+        process: Callable[[Delivery], Awaitable[None]],
+        *,
+        concurrency: int,
+        prefetch: int,
+    ) -> None:
+        self._subscription = subscription
+        self._process = process
+        self._concurrency = concurrency
+        self._prefetch = prefetch
+        self._ready: deque[Delivery] = deque()
+        self._chains: dict[str, deque[Delivery]] = {}  # key -> later deliveries of that key
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._held = 0
+        self._room: asyncio.Future[None] | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._stopping = False
+        self._fetch: asyncio.Task[object] | None = None
+
+    @property
+    def held(self) -> int:
+        """Deliveries fetched and not yet finished."""
+        return self._held
+
+    async def run(self) -> None:
+        """Fetch and dispatch until `stop()` or the subscription ends; then finish what is held.
+
+        Cancelling `run` cancels the handlers in flight; their deliveries stay unsettled.
+        """
+        workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+        try:
+            await self._fetch_loop()
+            await self._drained.wait()
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Stop fetching; `run` returns once held deliveries are finished."""
+        self._stopping = True
+        if self._fetch is not None:
+            self._fetch.cancel()  # fetch is cancellation-safe: no message is taken
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+
+    async def _fetch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            free = self._prefetch - self._held
+            if free <= 0:
+                self._room = loop.create_future()
+                await self._room
+                continue
+            self._fetch = fetch = asyncio.ensure_future(self._subscription.fetch(free))
+            try:
+                batch = await fetch
+            except asyncio.CancelledError:
+                if self._stopping and not _current_cancelling():
+                    return
+                raise
+            finally:
+                self._fetch = None
+            if not batch:
+                return
+            for delivery in batch:  # type: ignore[attr-defined]
+                self._admit(delivery)
+
+    def _admit(self, delivery: Delivery) -> None:
+        self._held += 1
+        self._drained.clear()
+        key = delivery.message.key
+        if key is not None and self._concurrency > 1:
+            chain = self._chains.get(key)
+            if chain is not None:
+                chain.append(delivery)
+                return
+            self._chains[key] = deque()
+        self._ready.append(delivery)
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._ready:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+            delivery: Delivery | None = self._ready.popleft()
+            while delivery is not None:
+                await self._process(delivery)
+                self._finished()
+                delivery = self._next_of_key(delivery.message.key)
+
+    def _next_of_key(self, key: str | None) -> Delivery | None:
+        if key is None or self._concurrency == 1:
+            return None
+        chain = self._chains[key]
+        if chain:
+            return chain.popleft()
+        del self._chains[key]
+        return None
+
+    def _finished(self) -> None:
+        self._held -= 1
+        if self._held == 0:
+            self._drained.set()
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
+
+def _current_cancelling() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0

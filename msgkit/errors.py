@@ -1,0 +1,58 @@
+"""Every exception msgkit raises derives from `MsgkitError`; each message says what to change."""
+
+from __future__ import annotations
+
+
+class MsgkitError(Exception):
+    """Base class of all msgkit errors."""
+
+
+class ConfigurationError(MsgkitError, ValueError):
+    """A setting, option or argument is invalid."""
+
+
+class UnknownBackendError(ConfigurationError):
+    """No backend is registered for the URL's scheme."""
+
+
+class InvalidURLError(ConfigurationError):
+    """The broker or store URL cannot be parsed."""
+
+
+class InvalidTopicError(ConfigurationError):
+    """The topic (or group) name would be rejected by the backend."""
+
+
+class HandlerError(ConfigurationError, TypeError):
+    """The handler given to a consumer has the wrong shape."""
+
+
+class SerializationError(MsgkitError, TypeError):
+    """A value or its headers cannot be turned into a message."""
+
+
+class DecodeError(MsgkitError, ValueError):
+    """A received payload cannot be decoded into the requested type.
+
+    Retrying cannot help, so failure policies treat it as non-retryable.
+    """
+
+
+class ClosedError(MsgkitError, RuntimeError):
+    """The broker, producer or consumer was used after it was closed."""
+
+
+class BrokerUnavailableError(MsgkitError, ConnectionError):
+    """The broker cannot be reached (at start, or for longer than the allowed wait)."""
+
+
+class PublishError(MsgkitError):
+    """The broker did not accept a message; `reason` carries the broker's words."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConsumerLostError(MsgkitError):
+    """The broker dropped this consumer; its unacknowledged messages go to other members."""

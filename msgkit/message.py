@@ -1,0 +1,123 @@
+"""The message model: `Message` is what handlers receive, `Outgoing` what backends publish."""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from msgkit import headers as h
+from msgkit.errors import DecodeError
+
+T = TypeVar("T")
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    adapter = _adapters.get(model)
+    if adapter is None:
+        adapter = _adapters[model] = TypeAdapter(model)
+    return adapter
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message on its way to the broker, already encoded.
+
+    `headers` holds the user's headers plus msgkit's own (`msgkit-id`, ...).
+    """
+
+    topic: str
+    value: bytes
+    key: str | None
+    headers: Mapping[str, str]
+    id: str
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message. Immutable; `value` is the raw payload.
+
+    `attempt` is 1 on first delivery and grows with each redelivery. `timestamp` is the
+    producer's send time in seconds since the epoch. `native` is the broker client's own
+    message object (Kafka `Message`, aio-pika `IncomingMessage`), for what msgkit does not cover.
+    """
+
+    topic: str
+    value: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    id: str = ""
+    idempotency_key: str | None = None
+    attempt: int = 1
+    timestamp: float = 0.0
+    native: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(
+        cls,
+        topic: str,
+        value: bytes,
+        key: str | None,
+        headers: Mapping[str, str],
+        *,
+        timestamp: float,
+        fallback_id: str,
+        attempt: int | None = None,
+        native: Any = None,
+    ) -> Message:
+        """Build a message from what a backend received; msgkit headers fill in the fields."""
+        if attempt is None:
+            raw = headers.get(h.ATTEMPT)
+            attempt = int(raw) if raw is not None and raw.isdigit() else 1
+        return cls(
+            topic=topic,
+            value=value,
+            key=key,
+            headers=headers,
+            id=headers.get(h.MESSAGE_ID) or fallback_id,
+            idempotency_key=headers.get(h.IDEMPOTENCY_KEY),
+            attempt=attempt,
+            timestamp=timestamp,
+            native=native,
+        )
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get(h.CONTENT_TYPE)
+
+    def text(self) -> str:
+        """The payload as UTF-8 text; raises `DecodeError` if it is not."""
+        try:
+            return self.value.decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"message {self.id} on {self.topic!r} is not UTF-8 text: {exc}") from exc
+
+    def json(self) -> Any:
+        """The payload parsed as JSON; raises `DecodeError` if it is not JSON."""
+        try:
+            return _json.loads(self.value)
+        except ValueError as exc:
+            raise DecodeError(f"message {self.id} on {self.topic!r} is not valid JSON: {exc}") from exc
+
+    def decode(self, model: type[T]) -> T:
+        """The payload validated into `model` (a pydantic model, dataclass, TypedDict, ...).
+
+        Raises `DecodeError` (non-retryable) when the payload does not fit.
+        """
+        if model is bytes:
+            return self.value  # type: ignore[return-value]
+        if model is str:
+            return self.text()  # type: ignore[return-value]
+        try:
+            return _adapter(model).validate_json(self.value)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            name = getattr(model, "__name__", repr(model))
+            raise DecodeError(
+                f"message {self.id} on {self.topic!r} does not decode into {name}: {exc}"
+            ) from exc

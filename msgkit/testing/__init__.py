@@ -1,0 +1,5 @@
+"""Testing kit: the conformance suite, the pytest plugin and helpers for users' tests."""
+
+from msgkit.testing.collect import Collector, eventually
+
+__all__ = ["Collector", "eventually"]

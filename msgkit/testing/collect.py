@@ -1,0 +1,78 @@
+"""Helpers for tests that wait for messages: with deadlines, never fixed sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from msgkit.message import Message
+
+
+async def eventually(
+    condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.01,
+    message: str = "condition",
+) -> None:
+    """Wait until `condition()` is true; raise `AssertionError` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class Collector:
+    """A handler that records every message; `await collector.wait_for(n)` waits for n.
+
+    `fail` may raise to simulate a failing handler; `block` holds the handler until set.
+    """
+
+    def __init__(
+        self,
+        fail: Callable[[Message], bool] | None = None,
+        on_message: Callable[[Message], Awaitable[None]] | None = None,
+    ) -> None:
+        self.messages: list[Message] = []
+        self.failures: list[Message] = []
+        self._fail = fail
+        self._on_message = on_message
+        self._changed = asyncio.Event()
+
+    async def __call__(self, msg: Message) -> None:
+        if self._on_message is not None:
+            await self._on_message(msg)
+        if self._fail is not None and self._fail(msg):
+            self.failures.append(msg)
+            self._changed.set()
+            raise RuntimeError(f"collector told to fail on {msg.id}")
+        self.messages.append(msg)
+        self._changed.set()
+
+    @property
+    def values(self) -> list[bytes]:
+        return [m.value for m in self.messages]
+
+    @property
+    def ids(self) -> set[str]:
+        return {m.id for m in self.messages}
+
+    async def wait_for(self, count: int, *, timeout: float = 15.0) -> list[Message]:
+        """Wait until at least `count` messages were handled successfully."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"expected {count} messages within {timeout}s, got {len(self.messages)}"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+        return self.messages
+
+    async def wait_failures(self, count: int, *, timeout: float = 15.0) -> list[Message]:
+        await eventually(lambda: len(self.failures) >= count, timeout=timeout,
+                         message=f"{count} failures")
+        return self.failures
