@@ -79,7 +79,7 @@ class Dispatcher:
                 self._fetch = None
             if not batch:
                 return
-            for delivery in batch:  # type: ignore[attr-defined]
+            for delivery in batch:
                 self._admit(delivery)
 
     def _admit(self, delivery: Delivery) -> None:

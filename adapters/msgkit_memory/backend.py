@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from msgkit.backend import Backend, Capabilities, Delivery, Publisher, Subscription, SubscriptionSpec
+from msgkit.backend import (
+    Backend,
+    Capabilities,
+    Delivery,
+    Publisher,
+    Subscription,
+    SubscriptionSpec,
+)
 from msgkit.errors import ConfigurationError, ConsumerLostError, InvalidTopicError
 from msgkit.guarantee import Guarantee
 from msgkit.message import Message, Outgoing

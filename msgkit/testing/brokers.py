@@ -30,7 +30,7 @@ class TestBroker(ABC):
         """Return a URL of a reachable broker (starting one if needed), or raise
         `BrokerUnavailableError` saying why and how to provide one."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop what `start` started."""
 
     def url_for_test(self, url: str, test_id: str) -> str:

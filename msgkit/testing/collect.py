@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -66,10 +67,8 @@ class Collector:
                     f"expected {count} messages within {timeout}s, got {len(self.messages)}"
                 )
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
         return self.messages
 
     async def wait_failures(self, count: int, *, timeout: float = 15.0) -> list[Message]:

@@ -1,0 +1,44 @@
+"""The conformance suite every msgkit backend runs, third-party ones included.
+
+    # tests/test_conformance.py of a backend package
+    import pytest
+    from msgkit.testing.conformance import ConformanceSuite
+
+    class TestMyBroker(ConformanceSuite):
+        @pytest.fixture
+        def msgkit_url(self) -> str:
+            return "mybroker://localhost:1234"
+
+Tests that need a capability the backend does not declare (`Backend.capabilities`) are
+skipped with that reason; everything else must pass. With the msgkit pytest plugin, the
+`msgkit_url` fixture is parametrized over every installed test broker instead.
+"""
+
+from msgkit.testing.conformance.bad_input import BadInputContract
+from msgkit.testing.conformance.groups import GroupContract
+from msgkit.testing.conformance.lifecycle import LifecycleContract
+from msgkit.testing.conformance.ordering import OrderingContract
+from msgkit.testing.conformance.pubsub import PubSubContract
+from msgkit.testing.conformance.redelivery import RedeliveryContract
+
+
+class ConformanceSuite(
+    PubSubContract,
+    GroupContract,
+    OrderingContract,
+    RedeliveryContract,
+    LifecycleContract,
+    BadInputContract,
+):
+    """All contracts; subclass it as `Test...` to run it."""
+
+
+__all__ = [
+    "BadInputContract",
+    "ConformanceSuite",
+    "GroupContract",
+    "LifecycleContract",
+    "OrderingContract",
+    "PubSubContract",
+    "RedeliveryContract",
+]

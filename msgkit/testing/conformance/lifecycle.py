@@ -1,0 +1,114 @@
+"""Starting, stopping and dying: nothing is lost, in-flight work is finished or handed on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgkit
+from msgkit.testing.collect import Collector, eventually
+from msgkit.testing.conformance.support import WAIT, requires
+
+
+class LifecycleContract:
+    async def test_graceful_stop_finishes_and_acknowledges_in_flight(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        release = asyncio.Event()
+        started = asyncio.Event()
+        finished: list[str] = []
+
+        async def slow(msg: msgkit.Message) -> None:
+            started.set()
+            await release.wait()
+            finished.append(msg.id)
+
+        first = msgkit_broker.consumer(unique_name, group="g")
+        await first.start(slow)
+        sent = await msgkit_broker.producer().send(unique_name, b"in flight")
+        await asyncio.wait_for(started.wait(), WAIT)
+        stopping = asyncio.create_task(first.stop())
+        await asyncio.sleep(0)
+        assert not stopping.done(), "stop() returned while a handler was still running"
+        release.set()
+        await asyncio.wait_for(stopping, WAIT)
+        assert finished == [sent]
+        # Acknowledged: a new member gets the next message, not the finished one again.
+        after = Collector()
+        await msgkit_broker.consumer(unique_name, group="g").start(after)
+        sentinel = await msgkit_broker.producer().send(unique_name, b"sentinel")
+        await after.wait_for(1, timeout=WAIT)
+        assert after.ids == {sentinel}
+
+    async def test_stop_mid_stream_then_resume_loses_nothing(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        got = Collector()
+
+        async def slowish(msg: msgkit.Message) -> None:
+            await asyncio.sleep(0.002)
+            await got(msg)
+
+        first = msgkit_broker.consumer(unique_name, group="g", concurrency=4)
+        await first.start(slowish)
+        ids = set(await msgkit_broker.producer().send_many(unique_name, [b"x"] * 300))
+        await got.wait_for(20, timeout=WAIT)
+        await first.stop()
+        assert len(got.messages) < 300, "stopped too late to test resuming"
+        await msgkit_broker.consumer(unique_name, group="g", concurrency=4).start(got)
+        await eventually(lambda: got.ids == ids, timeout=WAIT, message="every message handled")
+
+    async def test_killed_consumer_in_flight_messages_go_to_another_member(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        requires(msgkit_broker, "redelivers_unacked")
+        started = asyncio.Event()
+
+        async def hangs(msg: msgkit.Message) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        doomed = msgkit_broker.consumer(unique_name, group="g")
+        task = asyncio.create_task(doomed.run(hangs))
+        sent = await msgkit_broker.producer().send(unique_name, b"orphan")
+        await asyncio.wait_for(started.wait(), WAIT)
+        task.cancel()  # a hard stop: the handler never finishes, nothing is acknowledged
+        await asyncio.gather(task, return_exceptions=True)
+        survivor = Collector()
+        await msgkit_broker.consumer(unique_name, group="g").start(survivor)
+        await survivor.wait_for(1, timeout=WAIT)
+        assert survivor.ids == {sent}
+
+    async def test_concurrent_open_and_close(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        async def cycle(n: int) -> None:
+            consumer = msgkit_broker.consumer(unique_name, group=f"g{n % 3}")
+            await consumer.start(Collector())
+            producer = msgkit_broker.producer()
+            await producer.send(unique_name, f"{n}")
+            await consumer.stop()
+            await producer.close()
+
+        await asyncio.gather(*(cycle(n) for n in range(6)))
+        got = Collector()
+        await msgkit_broker.consumer(unique_name, group="after").start(got)
+        sent = await msgkit_broker.producer().send(unique_name, b"still works")
+        await eventually(lambda: sent in got.ids, timeout=WAIT, message="broker still usable")
+
+    async def test_broker_close_stops_consumers_and_rejects_sends(
+        self, msgkit_url: str, unique_name: str
+    ) -> None:
+        broker = msgkit.connect(msgkit_url)
+        await broker.start()
+        consumer = broker.consumer(unique_name, group="g")
+        await consumer.start(Collector())
+        producer = broker.producer()
+        await producer.send(unique_name, b"before close")
+        await broker.close()
+        assert not consumer.running
+        try:
+            await producer.send(unique_name, b"after close")
+        except msgkit.ClosedError as exc:
+            assert "closed" in str(exc)
+        else:
+            raise AssertionError("send on a closed broker did not raise ClosedError")
