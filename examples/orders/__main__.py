@@ -1,0 +1,11 @@
+"""`python -m examples.orders` (what `make demo` runs)."""
+
+import asyncio
+import logging
+import sys
+
+from examples.orders.flow import run
+
+# msgkit logs failures it handles; show only errors, in the demo's own column layout.
+logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(name)-10s %(message)s")
+asyncio.run(run())

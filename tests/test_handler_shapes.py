@@ -1,0 +1,73 @@
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import msgkit
+from msgkit.testing import Collector, eventually
+
+
+class Order(BaseModel):
+    id: int
+
+
+async def test_typed_handler_receives_the_decoded_model(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    orders: list[Order] = []
+
+    async def handle(order: Order) -> None:
+        orders.append(order)
+
+    await memory_broker.consumer(unique_name, group="g").start(handle)
+    await memory_broker.producer().send(unique_name, Order(id=3))
+    await eventually(lambda: orders == [Order(id=3)])
+
+
+async def test_handler_with_context_can_send_onwards(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    async def forward(order: Order, ctx: msgkit.Context) -> None:
+        assert ctx.group == "g" and ctx.message.topic == unique_name
+        await ctx.send(f"{unique_name}-out", {"forwarded": order.id})
+
+    out = Collector()
+    await memory_broker.consumer(unique_name, group="g").start(forward)
+    await memory_broker.consumer(f"{unique_name}-out", group="g").start(out)
+    await memory_broker.producer().send(unique_name, Order(id=5))
+    [msg] = await out.wait_for(1)
+    assert msg.json() == {"forwarded": 5}
+
+
+async def test_async_callable_objects_are_handlers(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    got = Collector()  # an object with `async def __call__`
+    await memory_broker.consumer(unique_name, group="g").start(got)
+    await memory_broker.producer().send(unique_name, b"x")
+    await got.wait_for(1)
+
+
+@pytest.mark.parametrize("handler", [
+    lambda msg: None,
+    print,
+])
+async def test_sync_handlers_are_rejected(memory_broker: msgkit.Broker, handler: Any) -> None:
+    with pytest.raises(msgkit.HandlerError, match="async def"):
+        await memory_broker.consumer("t", group="g").start(handler)
+
+
+async def test_handlers_with_too_many_parameters_are_rejected(memory_broker: msgkit.Broker) -> None:
+    async def three(a: msgkit.Message, b: msgkit.Context, c: int) -> None: ...
+
+    with pytest.raises(msgkit.HandlerError, match="positional parameters"):
+        await memory_broker.consumer("t", group="g").start(three)
+
+
+async def test_a_consumer_runs_one_handler(memory_broker: msgkit.Broker) -> None:
+    consumer = memory_broker.consumer("t", group="g")
+    await consumer.start(Collector())
+    with pytest.raises(msgkit.ConfigurationError, match="already running"):
+        await consumer.start(Collector())
+    await consumer.stop()
+    await consumer.stop()  # idempotent

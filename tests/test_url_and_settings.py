@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+import msgkit
+from msgkit.url import URL, redact
+
+
+def test_url_parses_hosts_credentials_vhost_and_options() -> None:
+    url = URL.parse("amqp://guest:s3cr@t@rabbit:5672/%2F?heartbeat=5")
+    assert url.scheme == "amqp" and url.hosts == (("rabbit", 5672),)
+    assert url.username == "guest" and url.password == "s3cr@t"
+    assert url.path == "/" and url.query == {"heartbeat": "5"}
+    assert URL.parse("kafka://a:9092,b:9093").hosts == (("a", 9092), ("b", 9093))
+
+
+def test_passwords_never_appear_in_redacted_forms() -> None:
+    url = URL.parse("amqp://guest:hunter2@rabbit:5672/")
+    for text in (str(url), repr(url), url.redacted, redact(f"failed: {url.raw}")):
+        assert "hunter2" not in text
+    assert "hunter2" not in repr(msgkit.Settings(url="amqp://u:hunter2@h/"))
+
+
+@pytest.mark.parametrize("bad", ["localhost:9092", "", "://x", "kafka://h:notaport"])
+def test_malformed_urls_raise_invalid_url_error(bad: str) -> None:
+    with pytest.raises(msgkit.InvalidURLError):
+        msgkit.connect(bad)
+
+
+def test_unknown_scheme_lists_installed_schemes() -> None:
+    with pytest.raises(msgkit.UnknownBackendError) as info:
+        msgkit.connect("nats://localhost:4222")
+    for scheme in ("memory", "kafka", "amqp"):
+        assert scheme in str(info.value)
+
+
+def test_url_comes_from_environment_then_dotenv_then_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MSGKIT_URL", raising=False)
+    assert msgkit.connect().url == "memory://"
+    (tmp_path / ".env").write_text("MSGKIT_URL=memory://from-dotenv\n")
+    assert msgkit.connect().url == "memory://from-dotenv"
+    monkeypatch.setenv("MSGKIT_URL", "memory://from-env")
+    assert msgkit.connect().url == "memory://from-env"
+    assert msgkit.connect("memory://explicit").url == "memory://explicit"
+
+
+def test_guarantee_default_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSGKIT_GUARANTEE", "at-most-once")
+    broker = msgkit.connect("memory://")
+    assert broker.producer().guarantee is msgkit.Guarantee.AT_MOST_ONCE
+    assert broker.consumer("t", group="g").describe()["ack"] == "before handler"
+
+
+def test_exactly_once_without_support_is_a_configuration_error() -> None:
+    broker = msgkit.connect("memory://")
+    with pytest.raises(msgkit.ConfigurationError, match="AT_LEAST_ONCE"):
+        broker.producer(guarantee=msgkit.Guarantee.EXACTLY_ONCE)
+    with pytest.raises(msgkit.ConfigurationError, match="unknown guarantee"):
+        broker.consumer("t", guarantee="twice")  # type: ignore[arg-type]
