@@ -8,6 +8,7 @@ from typing import Any
 
 from msgkit.backend import Backend, Capabilities, StartFrom
 from msgkit.consumer import Consumer
+from msgkit.dedup import Deduplicator
 from msgkit.errors import ConfigurationError, InvalidTopicError
 from msgkit.failure import FailurePolicy
 from msgkit.guarantee import Guarantee
@@ -118,6 +119,7 @@ class Broker:
         prefetch: int | None = None,
         start: StartFrom | None = None,
         failure: FailurePolicy | None = None,
+        dedup: Deduplicator | None = None,
         **options: Any,
     ) -> Consumer:
         """A consumer of `topic` in `group` (same group: compete; other groups: each gets all).
@@ -132,6 +134,7 @@ class Broker:
             concurrency=concurrency or self.settings.concurrency,
             prefetch=prefetch, start=start,
             failure=failure or FailurePolicy(max_attempts=self.settings.max_attempts),
+            dedup=dedup,
             options=options,
         )
 

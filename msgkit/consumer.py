@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgkit.backend import Delivery, StartFrom, Subscription, SubscriptionSpec
 from msgkit.context import Context
+from msgkit.dedup import Claim, Deduplicator
 from msgkit.dispatch import Dispatcher
 from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import FailurePolicy
@@ -51,6 +52,7 @@ class Consumer:
         prefetch: int | None,
         start: StartFrom | None,
         failure: FailurePolicy,
+        dedup: Deduplicator | None = None,
         options: Mapping[str, Any],
     ) -> None:
         if concurrency < 1:
@@ -70,6 +72,7 @@ class Consumer:
         self.prefetch = prefetch or max(32, 4 * concurrency)
         self.start_from: StartFrom = start or ("earliest" if group else "latest")
         self.failure = failure
+        self.dedup = dedup
         self._options = dict(options)
         self._ack_first = guarantee is Guarantee.AT_MOST_ONCE
         self._handler: Bound | None = None
@@ -158,20 +161,36 @@ class Consumer:
 
     async def _process(self, delivery: Delivery) -> None:
         msg = delivery.message
+        claim: Claim | None = None
         try:
+            if self.dedup is not None:
+                claim = await self.dedup.claim(msg, self.group)
+                if claim is None:  # done before by this group: settle without the handler
+                    await delivery.ack()
+                    return
             if self._ack_first:
                 await delivery.ack()
             await self._handler(msg)  # type: ignore[misc]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if claim is not None:
+                await self._release(claim, msg)
             await self._failed(delivery, exc)
             return
-        if not self._ack_first:
-            try:
+        try:
+            if claim is not None:
+                await claim.complete()
+            if not self._ack_first:
                 await delivery.ack()
-            except Exception:
-                log.exception("could not acknowledge message %s; the broker will redeliver it", msg.id)
+        except Exception:
+            log.exception("could not settle message %s; the broker will redeliver it", msg.id)
+
+    async def _release(self, claim: Claim, msg: Message) -> None:
+        try:
+            await claim.release()
+        except Exception:  # the lease expires by itself; the retry claims it then
+            log.exception("could not release the idempotency claim of message %s", msg.id)
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         msg = delivery.message
