@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from msgkit.backend import Backend, Capabilities, StartFrom
@@ -12,6 +13,7 @@ from msgkit.dedup import Deduplicator
 from msgkit.errors import ConfigurationError, InvalidTopicError
 from msgkit.failure import FailurePolicy
 from msgkit.guarantee import Guarantee
+from msgkit.handler import Handler
 from msgkit.producer import Producer
 from msgkit.registry import backend_class
 from msgkit.settings import Settings
@@ -44,6 +46,7 @@ class Broker:
         self.settings = settings
         self._consumers: set[Consumer] = set()
         self._producers: list[Producer] = []
+        self._subscribers: list[tuple[Consumer, Handler]] = []
         self._started = False
         self._closed = False
 
@@ -60,6 +63,11 @@ class Broker:
     def native(self) -> Any:
         """The broker client's own connection object, for what msgkit does not cover."""
         return self.backend.native
+
+    @property
+    def consumer_count(self) -> int:
+        """Consumers of this broker that are running."""
+        return len(self._consumers)
 
     @property
     def closed(self) -> bool:
@@ -137,6 +145,32 @@ class Broker:
             dedup=dedup,
             options=options,
         )
+
+    def subscriber(
+        self, topic: str, *, group: str | None = None, **consumer_options: Any
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form: `@broker.subscriber("orders", group="payments")` registers the
+        handler; `await broker.serve()` runs every registered one. Options as `consumer()`."""
+
+        def register(handler: Handler) -> Handler:
+            consumer = self.consumer(topic, group=group, **consumer_options)
+            self._subscribers.append((consumer, handler))
+            return handler
+
+        return register
+
+    async def serve(self) -> None:
+        """Start every `@subscriber` handler and run until they stop or this is cancelled."""
+        if not self._subscribers:
+            raise ConfigurationError("no handlers registered; decorate them with @broker.subscriber")
+        await self.start()
+        for consumer, handler in self._subscribers:
+            await consumer.start(handler)
+        try:
+            await asyncio.gather(*(consumer.wait() for consumer, _ in self._subscribers))
+        finally:
+            for consumer, _ in self._subscribers:
+                await consumer.stop()
 
     def __repr__(self) -> str:
         return f"<msgkit.Broker {self.url}>"

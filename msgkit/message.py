@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as _json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -24,9 +24,8 @@ def _adapter(model: Any) -> TypeAdapter[Any]:
     return adapter
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message on its way to the broker, already encoded.
+class Outgoing(NamedTuple):
+    """One message on its way to the broker, already encoded (a tuple: cheap to make).
 
     `headers` holds the user's headers plus msgkit's own (`msgkit-id`, ...).
     """

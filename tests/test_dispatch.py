@@ -2,17 +2,18 @@
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from msgkit.backend import Delivery, Subscription
 from msgkit.dispatch import Dispatcher
 from msgkit.message import Message
+from msgkit.testing import eventually
 
 
 class Settled(Delivery):
     async def ack(self) -> None: ...
 
-    async def redeliver(self, *, delay: float = 0.0, headers: object = None) -> None: ...  # type: ignore[override]
+    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None: ...
 
 
 class Scripted(Subscription):
@@ -55,8 +56,7 @@ async def test_same_key_runs_in_order_and_never_concurrently() -> None:
 
     dispatcher = Dispatcher(Scripted(_messages(6, 30)), process, concurrency=4, prefetch=16)
     task = asyncio.create_task(dispatcher.run())
-    while sum(map(len, seen.values())) < 180:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: sum(map(len, seen.values())) == 180)
     dispatcher.stop()
     await asyncio.wait_for(task, 5)
     assert all(v == list(range(30)) for v in seen.values())
@@ -75,8 +75,7 @@ async def test_held_deliveries_never_exceed_prefetch() -> None:
 
     dispatcher = Dispatcher(subscription, process, concurrency=3, prefetch=10)
     task = asyncio.create_task(dispatcher.run())
-    while subscription.pending:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: not subscription.pending and dispatcher.held == 0)
     dispatcher.stop()
     await asyncio.wait_for(task, 5)
     assert highest <= 10 and subscription.largest_fetch <= 10
@@ -92,8 +91,7 @@ async def test_stop_waits_for_held_work_then_returns() -> None:
 
     dispatcher = Dispatcher(Scripted(_messages(3, 1)), process, concurrency=3, prefetch=8)
     task = asyncio.create_task(dispatcher.run())
-    while dispatcher.held < 3:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: dispatcher.held == 3)
     dispatcher.stop()
     await asyncio.sleep(0.01)
     assert not task.done()

@@ -1,3 +1,4 @@
+import asyncio
 from typing import Any
 
 import pytest
@@ -71,3 +72,21 @@ async def test_a_consumer_runs_one_handler(memory_broker: msgkit.Broker) -> None
         await consumer.start(Collector())
     await consumer.stop()
     await consumer.stop()  # idempotent
+
+
+async def test_decorated_subscribers_run_under_serve(unique_name: str) -> None:
+    broker = msgkit.connect(f"memory://{unique_name}")
+    orders: list[Order] = []
+
+    @broker.subscriber("orders", group="payments", concurrency=2)
+    async def charge(order: Order) -> None:
+        orders.append(order)
+
+    serving = asyncio.create_task(broker.serve())
+    await eventually(lambda: broker.consumer_count == 1)
+    await broker.producer().send("orders", Order(id=1))
+    await eventually(lambda: orders == [Order(id=1)])
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await broker.close()
+    assert broker.consumer_count == 0

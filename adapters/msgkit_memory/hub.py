@@ -169,10 +169,14 @@ class Hub:
         if faults.failing_publishes:
             faults.failing_publishes -= 1
             raise PublishError(f"publish to {out.topic!r} failed", reason="injected fault")
-        msg = Message.from_wire(
-            out.topic, out.value, out.key, out.headers, timestamp=out.timestamp, fallback_id=out.id
-        )
-        topic = self.topic(out.topic)
+        headers = out.headers
+        if h.ATTEMPT in headers:  # a copy that already failed elsewhere (replay, dead letter)
+            msg = Message.from_wire(out.topic, out.value, out.key, headers,
+                                    timestamp=out.timestamp, fallback_id=out.id)
+        else:
+            msg = Message(out.topic, out.value, out.key, headers, out.id,
+                          headers.get(h.IDEMPOTENCY_KEY), 1, out.timestamp)
+        topic = self.topics.get(out.topic) or self.topic(out.topic)
         if faults.delivery_delay:
             asyncio.get_running_loop().call_later(faults.delivery_delay, topic.append, msg)
         else:

@@ -1,0 +1,262 @@
+"""Publishing: confirmed and mandatory (at-least-once) or fire-and-forget (at-most-once).
+
+`publish(batch)` keeps up to `publish_window` confirms in flight. Before the first
+message to a topic, the exchange and the producer's required groups (queue + binding) are
+declared, so a dead-letter topic keeps its messages before anyone consumes it.
+
+A message the broker returns as unroutable (no queue bound: no consumer group yet and no
+required group) raises `PublishError` with the broker's reply text (`NO_ROUTE`). When the
+connection drops, unconfirmed messages are sent again once aio-pika has reconnected, until
+`publish_timeout`; then `PublishError`. Success is reported only for confirmed messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiormq
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractRobustChannel
+from aio_pika.exchange import ExchangeType
+
+from msgkit.backend import Publisher
+from msgkit.errors import PublishError
+from msgkit.message import Outgoing
+from msgkit_rabbitmq import topology, wire
+
+if TYPE_CHECKING:
+    from msgkit_rabbitmq.backend import RabbitMQBackend
+
+log = logging.getLogger("msgkit.rabbitmq")
+
+# Errors that mean "the connection or channel went away": send again after reconnecting.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    amqp_errors.ChannelInvalidStateError,
+    amqp_errors.AMQPConnectionError,
+    ConnectionError,
+    OSError,
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a lost connection. aiormq cancels the pending confirms of a closing channel,
+    so a CancelledError that is not our own task's cancellation means the same."""
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or task.cancelling() == 0
+    return isinstance(exc, TRANSIENT)
+
+
+class _Retry:
+    """Marks a message not confirmed because the connection dropped: send it again."""
+
+
+class RabbitMQPublisher(Publisher):
+    def __init__(
+        self,
+        backend: RabbitMQBackend,
+        channel: AbstractRobustChannel,
+        *,
+        confirm: bool,
+        required_groups: tuple[str, ...],
+        timeout: float,
+        window: int,
+        mandatory: bool,
+    ) -> None:
+        self._backend = backend
+        self._channel = channel
+        self._confirm = confirm
+        self._required = required_groups
+        self._timeout = timeout
+        self._window = window
+        self._mandatory = mandatory and confirm  # returns can only be matched to confirms
+        self._declared: set[str] = set()
+        self._declaring = asyncio.Lock()
+        self._closed = False
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        if self._closed:
+            raise PublishError("this RabbitMQ publisher is closed", reason="closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        pending = messages
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._ensure_topology(pending)
+                    failed = await self._send(pending)
+            except TimeoutError:
+                raise PublishError(
+                    f"RabbitMQ at {self._backend.url.redacted} did not confirm "
+                    f"{len(pending)} message(s) within publish_timeout={self._timeout}s",
+                    reason="timeout",
+                ) from None
+            if not failed:
+                return
+            if self._closed:
+                raise PublishError("publisher closed before the broker confirmed", reason="closed")
+            pending = failed
+            log.info("connection to RabbitMQ lost; resending %d unconfirmed message(s)", len(failed))
+            await asyncio.sleep(0.05)  # let aio-pika notice the loss before waiting on it
+
+    async def _send(self, messages: Sequence[Outgoing]) -> Sequence[Outgoing]:
+        """Sends `messages`; returns those to send again (the connection dropped)."""
+        try:
+            channel = await self._underlay()
+        except BaseException as exc:
+            if transient(exc):
+                return messages
+            raise
+        publish = channel.basic_publish
+        persistent = self._confirm
+        mandatory = self._mandatory
+        if not self._confirm:
+            for out in messages:
+                rk, key_header = wire.routing_key(out.key)
+                props = wire.properties(out, persistent=False, key_header=key_header)
+                try:
+                    await publish(out.value, exchange=out.topic, routing_key=rk,
+                                  properties=props, wait=False)
+                except BaseException as exc:
+                    if not transient(exc):
+                        raise
+                    # at-most-once: lost in the outage, as promised; not sent again
+                    raise PublishError(
+                        "RabbitMQ connection lost (at-most-once: not resent)", reason="connection"
+                    ) from None
+            return ()
+        window = asyncio.Semaphore(self._window)
+        tasks: list[asyncio.Future[Any]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            for out in messages:
+                rk, key_header = wire.routing_key(out.key)
+                props = wire.properties(out, persistent=persistent, key_header=key_header)
+                await window.acquire()
+                task = loop.create_task(publish(
+                    out.value, exchange=out.topic, routing_key=rk, properties=props,
+                    mandatory=mandatory, wait=False,
+                ))
+                task.add_done_callback(lambda _: window.release())
+                tasks.append(task)
+                if channel.is_closed:
+                    break
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        again: list[Outgoing] = []
+        first_error: PublishError | None = None
+        for out, result in zip(messages, results, strict=False):
+            error = self._classify(out, result)
+            if error is _Retry:
+                again.append(out)
+            elif isinstance(error, PublishError) and first_error is None:
+                first_error = error
+        again.extend(messages[len(results):])
+        if first_error is not None:
+            raise first_error
+        return again
+
+    def _classify(self, out: Outgoing, result: object) -> PublishError | type[_Retry] | None:
+        if not isinstance(result, BaseException):
+            return None
+        if isinstance(result, amqp_errors.PublishError):
+            reason = getattr(result.frame, "reply_text", None) or "returned"
+            if out.topic in self._declared and self._required:
+                self._declared.discard(out.topic)  # a required queue was deleted: declare again
+            return PublishError(
+                f"RabbitMQ could not route a message to topic {out.topic!r} ({reason}): no "
+                "queue is bound to it; start a consumer group first or give the producer "
+                "required_groups", reason=reason,
+            )
+        if isinstance(result, amqp_errors.DeliveryError):
+            return PublishError(
+                f"RabbitMQ refused a message to topic {out.topic!r}: {result}",
+                reason=str(result.frame),
+            )
+        if isinstance(result, amqp_errors.ChannelNotFoundEntity):
+            self._declared.discard(out.topic)  # the exchange was deleted: declare it again
+            return _Retry
+        if isinstance(result, amqp_errors.ChannelClosed):
+            return PublishError(
+                f"RabbitMQ closed the channel publishing to {out.topic!r}: {result}",
+                reason=str(result),
+            )
+        if isinstance(result, TRANSIENT) or isinstance(result, asyncio.CancelledError):
+            return _Retry
+        return PublishError(f"publish to {out.topic!r} failed: {result!r}", reason=repr(result))
+
+    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+        channel = self._channel
+        await channel.ready()
+        return await channel.get_underlay_channel()
+
+    async def _ensure_topology(self, messages: Sequence[Outgoing]) -> None:
+        declared = self._declared
+        topics = {out.topic for out in messages if out.topic not in declared}
+        if not topics:
+            return
+        async with self._declaring:
+            for topic in sorted(topics - self._declared):
+                await self._declare(topic)
+                self._declared.add(topic)
+
+    async def _declare(self, topic: str) -> None:
+        backend = self._backend
+        settings = backend.settings
+        names = [topology.group_queue(topic, g) for g in self._required]  # raises before I/O
+        while True:
+            try:
+                await self._channel.ready()
+                exchange = await self._channel.declare_exchange(
+                    topic, ExchangeType(settings.exchange_type), durable=True,
+                    arguments=topology.exchange_arguments(settings), robust=False,
+                )
+                topology.note("exchange", topic)
+                for name in names:
+                    queue = await self._channel.declare_queue(
+                        name, durable=True, arguments=backend.group_arguments(), robust=False,
+                    )
+                    topology.note("queue", name)
+                    await queue.bind(exchange, "#", robust=False)
+                return
+            except amqp_errors.ChannelClosed as exc:
+                raise PublishError(
+                    f"RabbitMQ refused the topology of topic {topic!r}: {exc}; an exchange or "
+                    "queue of that name exists with other settings (delete it or match them)",
+                    reason=str(exc),
+                ) from exc
+            except BaseException as exc:
+                if not transient(exc):
+                    raise
+                await asyncio.sleep(0.1)  # reconnecting: bounded by the caller's deadline
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._channel.close(), 5)
+
+    @property
+    def native(self) -> AbstractRobustChannel:
+        return self._channel
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "url": self._backend.url.redacted,
+            "publisher_confirms": self._confirm,
+            "mandatory": self._mandatory,
+            "delivery_mode": "persistent" if self._confirm else "transient",
+            "publish_window": self._window,
+            "publish_timeout": self._timeout,
+            "required_groups": self._required,
+            "exchange_type": self._backend.settings.exchange_type,
+        }
+

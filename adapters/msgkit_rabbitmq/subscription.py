@@ -1,0 +1,153 @@
+"""Consuming one group queue: aio-pika's consumer callback fills a buffer that `fetch` drains.
+
+The broker bounds what this consumer holds with `basic.qos(prefetch)`. aio-pika's robust
+channel re-declares the queue, its binding and the consumer after a reconnect; deliveries
+of the lost channel are requeued by the broker, so they are dropped from the buffer here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
+
+from msgkit.backend import Delivery, Subscription
+from msgkit.errors import BrokerUnavailableError, ConsumerLostError
+from msgkit.message import Message
+from msgkit_rabbitmq import wire
+
+if TYPE_CHECKING:
+    from msgkit_rabbitmq.backend import RabbitMQBackend
+
+log = logging.getLogger("msgkit.rabbitmq")
+
+
+class RabbitMQDelivery(Delivery):
+    __slots__ = ("_sub",)
+
+    def __init__(self, message: Message, sub: RabbitMQSubscription) -> None:
+        self.message = message
+        self._sub = sub
+
+    async def ack(self) -> None:
+        self._sub.unacked.discard(self)
+        incoming: AbstractIncomingMessage = self.message.native
+        try:
+            channel = incoming.channel
+        except Exception:
+            raise BrokerUnavailableError(
+                f"the channel of message {self.message.id} closed before its ack; "
+                "RabbitMQ delivers it again"
+            ) from None
+        await channel.basic_ack(incoming.delivery_tag or 0, wait=False)
+
+    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+        sub = self._sub
+        await sub.backend.redeliverer().send_copy(sub.queue_name, sub.private, self.message,
+                                                  delay, headers)
+        await self.ack()
+
+
+class RabbitMQSubscription(Subscription):
+    def __init__(
+        self,
+        backend: RabbitMQBackend,
+        topic: str,
+        queue_name: str,
+        *,
+        private: bool,
+        channel: AbstractRobustChannel,
+        prefetch: int,
+        describe: dict[str, Any],
+    ) -> None:
+        self.backend = backend
+        self.topic = topic
+        self.queue_name = queue_name
+        self.private = private
+        self.unacked: set[RabbitMQDelivery] = set()
+        self._channel = channel
+        self._prefetch = prefetch
+        self._describe = describe
+        self._queue: AbstractRobustQueue | None = None
+        self._tag: str | None = None
+        self._buffer: deque[AbstractIncomingMessage] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._lost: str | None = None
+
+    async def start(self, queue: AbstractRobustQueue, arguments: Mapping[str, Any] | None) -> None:
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message, arguments=dict(arguments or {}) or None)
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        self._buffer.append(incoming)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        loop = asyncio.get_running_loop()
+        buffer = self._buffer
+        topic = self.topic
+        while True:
+            if self._lost is not None:
+                raise ConsumerLostError(self._lost)
+            if self._closed:
+                return ()
+            out: list[RabbitMQDelivery] = []
+            while buffer and len(out) < max_messages:
+                incoming = buffer.popleft()
+                try:
+                    incoming.channel  # noqa: B018 - raises for a delivery of a lost channel
+                except Exception:
+                    continue  # the broker requeued it when the channel closed
+                out.append(RabbitMQDelivery(wire.to_message(topic, incoming), self))
+            if out:
+                self.unacked.update(out)
+                return out
+            self._waiter = waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def lose(self, reason: str) -> None:
+        """The connection closed for good under this subscription."""
+        self._lost = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        self.backend.forget(self)
+        with contextlib.suppress(Exception):
+            if self._queue is not None and self._tag is not None:
+                await asyncio.wait_for(self._queue.cancel(self._tag), 5)
+        # Give back everything delivered and not settled: one nack of "all outstanding"
+        # (tag 0, multiple) on the live channel; acks sent before it still count.
+        self._buffer.clear()
+        self.unacked.clear()
+        with contextlib.suppress(Exception):
+            channel = await asyncio.wait_for(self._channel.get_underlay_channel(), 1)
+            await channel.basic_nack(0, multiple=True, requeue=True, wait=False)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._channel.close(), 5)
+
+    @property
+    def native(self) -> AbstractRobustQueue | None:
+        return self._queue
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._describe, "prefetch": self._prefetch, "consumer_tag": self._tag}
