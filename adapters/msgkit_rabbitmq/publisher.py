@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiormq
 import aiormq.exceptions as amqp_errors
@@ -49,6 +49,13 @@ def transient(exc: BaseException) -> bool:
         task = asyncio.current_task()
         return task is None or task.cancelling() == 0
     return isinstance(exc, TRANSIENT)
+
+
+async def underlay(channel: AbstractRobustChannel) -> aiormq.Channel:
+    """aiormq's channel under aio-pika's, once (re)connected: publishing through it directly
+    skips building an aio-pika `Message` per message."""
+    await channel.ready()
+    return cast(aiormq.Channel, await channel.get_underlay_channel())
 
 
 class _Retry:
@@ -130,7 +137,7 @@ class RabbitMQPublisher(Publisher):
                     ) from None
             return ()
         window = asyncio.Semaphore(self._window)
-        tasks: list[asyncio.Future[Any]] = []
+        tasks: list[asyncio.Task[Any]] = []
         loop = asyncio.get_running_loop()
         try:
             for out in messages:
@@ -188,14 +195,12 @@ class RabbitMQPublisher(Publisher):
                 f"RabbitMQ closed the channel publishing to {out.topic!r}: {result}",
                 reason=str(result),
             )
-        if isinstance(result, TRANSIENT) or isinstance(result, asyncio.CancelledError):
+        if isinstance(result, (*TRANSIENT, asyncio.CancelledError)):
             return _Retry
         return PublishError(f"publish to {out.topic!r} failed: {result!r}", reason=repr(result))
 
-    async def _underlay(self) -> aiormq.abc.AbstractChannel:
-        channel = self._channel
-        await channel.ready()
-        return await channel.get_underlay_channel()
+    async def _underlay(self) -> aiormq.Channel:
+        return await underlay(self._channel)
 
     async def _ensure_topology(self, messages: Sequence[Outgoing]) -> None:
         declared = self._declared
@@ -220,9 +225,11 @@ class RabbitMQPublisher(Publisher):
                 )
                 topology.note("exchange", topic)
                 for name in names:
-                    queue = await self._channel.declare_queue(
-                        name, durable=True, arguments=backend.group_arguments(), robust=False,
-                    )
+                    async with backend.declaring(name):
+                        queue = await self._channel.declare_queue(
+                            name, durable=True, arguments=backend.group_arguments(),
+                            robust=False,
+                        )
                     topology.note("queue", name)
                     await queue.bind(exchange, "#", robust=False)
                 return

@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractRobustChannel
 from msgkit.errors import PublishError
 from msgkit.message import Message, Outgoing
 from msgkit_rabbitmq import topology, wire
-from msgkit_rabbitmq.publisher import transient
+from msgkit_rabbitmq.publisher import transient, underlay
 
 if TYPE_CHECKING:
     from msgkit_rabbitmq.backend import RabbitMQBackend
@@ -48,8 +48,7 @@ class Redeliverer:
                 async with asyncio.timeout_at(deadline):
                     if delay > 0 and target not in self._declared:
                         await self._declare_retry(target, queue, ms, private)
-                    await self.channel.ready()
-                    channel = await self.channel.get_underlay_channel()
+                    channel = await underlay(self.channel)
                     await channel.basic_publish(
                         out.value, exchange="", routing_key=target, properties=props,
                         mandatory=True, wait=False,

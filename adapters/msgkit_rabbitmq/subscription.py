@@ -48,8 +48,8 @@ class RabbitMQDelivery(Delivery):
 
     async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
         sub = self._sub
-        await sub.backend.redeliverer().send_copy(sub.queue_name, sub.private, self.message,
-                                                  delay, headers)
+        redeliverer = await sub.backend.redeliverer()
+        await redeliverer.send_copy(sub.queue_name, sub.private, self.message, delay, headers)
         await self.ack()
 
 

@@ -3,7 +3,8 @@
     topic "orders"            durable topic exchange "orders"
     group "billing"           durable queue "orders.billing" bound to it with "#"
                               (quorum by default; `x-single-active-consumer` when ordered)
-    group None                exclusive auto-delete queue "orders.~<random>"
+    group None                exclusive auto-delete queue "orders@<random>" ('@' is never in
+                              a topic or group name, so it cannot clash with a group queue)
     redeliver(delay=0.5)      durable queue "orders.billing.retry.500": x-message-ttl=500,
                               dead-lettered to "" / "orders.billing" (no plugin needed)
 
@@ -24,7 +25,7 @@ MAX_NAME = 255
 RETRY_SUFFIX_ROOM = len(".retry.") + 10  # milliseconds take at most 10 digits
 MAX_QUEUE = MAX_NAME - RETRY_SUFFIX_ROOM
 
-_NAME = re.compile(r"^[A-Za-z0-9._~-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 track: Callable[[str, str], None] | None = None
 """Set by the test kit: called with ("exchange" | "queue", name) on each declaration."""
@@ -35,7 +36,7 @@ def validate(name: str) -> None:
     if not _NAME.match(name) or len(name) > MAX_NAME:
         raise InvalidTopicError(
             f"topic or group {name!r} is invalid for RabbitMQ: use 1-255 letters, digits, "
-            "'.', '_', '~' or '-' (it names an exchange or a queue)"
+            "'.', '_', ':' or '-' (it names an exchange or a queue)"
         )
     if name.startswith("amq."):
         raise InvalidTopicError(
@@ -57,7 +58,7 @@ def group_queue(topic: str, group: str) -> str:
 
 
 def private_queue(topic: str) -> str:
-    suffix = f".~{uuid.uuid4().hex[:12]}"
+    suffix = f"@{uuid.uuid4().hex[:12]}"
     return topic[: MAX_QUEUE - len(suffix)] + suffix
 
 

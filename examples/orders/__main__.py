@@ -6,6 +6,6 @@ import sys
 
 from examples.orders.flow import run
 
-# msgkit logs failures it handles; show only errors, in the demo's own column layout.
-logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(name)-10s %(message)s")
+# msgkit logs the failures it handles; show only errors, in the demo's own column layout.
+logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(name)-12s %(message)s")
 asyncio.run(run())

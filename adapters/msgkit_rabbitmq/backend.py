@@ -1,0 +1,246 @@
+"""`amqp://user:pass@host:5672/vhost` and `amqps://...`: msgkit on RabbitMQ, through aio-pika.
+
+Topology (what the management UI shows):
+- a topic is a durable exchange named after it (type `topic`; `exchange_type=fanout` works too);
+- a group is a durable queue `<topic>.<group>` bound to it with routing key `#`: consumers
+  of one group compete for its messages, each group gets its own copy. Group queues are
+  quorum queues (`queue_type=classic` for classic ones);
+- a consumer without a group gets an exclusive, auto-delete queue `<topic>@<random>`;
+- the message key is the routing key;
+- `redeliver(delay)` goes through `<topic>.<group>.retry.<ms>` (TTL, dead-lettered back).
+
+Unroutable messages do not vanish: at-least-once publishing is `mandatory`, and a message
+no queue is bound to raises `PublishError(reason="NO_ROUTE")`; a producer's
+`required_groups` are declared (queue + binding) before its first message to a topic, so
+they keep every message even before their consumers start (dead-letter topics use this).
+
+Per-key order within a group: `ordered_per_key=true` declares group queues with
+`x-single-active-consumer`: one consumer of the group receives at a time (the others wait
+as hot standbys), so messages of one key are handled in publish order. It costs the
+parallelism across consumers of that group; `concurrency` inside the one active consumer
+still runs different keys at once.
+
+Options (URL query or `msgkit.connect(url, **options)`): `queue_type`, `ordered_per_key`,
+`exchange_type`, `exchange_arguments`, `queue_arguments`, `connect_timeout`,
+`publish_timeout`, `publish_window`, `reconnect_interval`; anything else is passed to
+aio-pika's `connect_robust` (`heartbeat`, `ssl_context`, `client_properties`, TLS files...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import aiormq.exceptions as amqp_errors
+from aio_pika import RobustConnection
+from aio_pika.abc import AbstractRobustChannel
+from aio_pika.connection import make_url
+from aio_pika.exchange import ExchangeType
+
+from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
+from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError
+from msgkit.guarantee import Guarantee
+from msgkit.url import URL, redact
+from msgkit_rabbitmq import settings as opts
+from msgkit_rabbitmq import topology
+from msgkit_rabbitmq.publisher import RabbitMQPublisher, transient
+from msgkit_rabbitmq.redeliver import Redeliverer
+from msgkit_rabbitmq.subscription import RabbitMQSubscription
+
+log = logging.getLogger("msgkit.rabbitmq")
+
+
+class RabbitMQBackend(Backend):
+    capabilities = Capabilities(
+        persistent=True,
+        ordered_per_key=False,
+        consumer_groups=True,
+        redelivers_unacked=True,
+        replay_from_start=False,
+        delayed_redelivery=True,
+    )
+
+    def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
+        super().__init__(url, options)
+        self.settings, self._native_url, self._connect_options = opts.parse(url, self.options)
+        if self.settings.ordered_per_key:
+            self.capabilities = replace(type(self).capabilities, ordered_per_key=True)
+        self._connection: RobustConnection | None = None
+        self._redeliverer: Redeliverer | None = None
+        self._opening = asyncio.Lock()
+        self._subscriptions: set[RabbitMQSubscription] = set()
+        self._declaring: dict[str, asyncio.Lock] = {}
+        self.server_major = 3
+
+    async def connect(self) -> None:
+        timeout = self.settings.connect_timeout
+        kwargs = dict(self._connect_options)
+        ssl_context = kwargs.pop("ssl_context", None)
+        client_properties = kwargs.pop("client_properties", None)
+        ssl_options = kwargs.pop("ssl_options", None)
+        connection = RobustConnection(
+            make_url(self._native_url, ssl_options=ssl_options,
+                     client_properties=client_properties, **kwargs),
+            ssl_context=ssl_context, client_properties=client_properties, **kwargs,
+        )
+        try:
+            await asyncio.wait_for(connection.connect(timeout=timeout), timeout + 1)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise BrokerUnavailableError(
+                f"cannot reach RabbitMQ at {self.url.redacted} within {timeout}s: "
+                f"{redact(str(exc)) or type(exc).__name__}; is the server running and the "
+                "URL (host, port, user, vhost) right?"
+            ) from None
+        self._connection = connection
+        self.server_major = _major_version(connection)
+        log.debug("connected to RabbitMQ %d.x at %s", self.server_major, self.url.redacted)
+
+    async def close(self) -> None:
+        for sub in list(self._subscriptions):
+            sub.lose("the RabbitMQ backend was closed under this consumer")
+        self._subscriptions.clear()
+        connection, self._connection = self._connection, None
+        self._redeliverer = None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 10)
+
+    def validate_topic(self, topic: str) -> None:
+        topology.validate(topic)
+
+    async def publisher(
+        self,
+        guarantee: Guarantee,
+        *,
+        required_groups: Sequence[str] = (),
+        options: Mapping[str, Any],
+    ) -> Publisher:
+        opts.check_keys(options, opts.PRODUCER_OPTIONS, "producer")
+        for group in required_groups:
+            topology.validate(group)
+        confirm = guarantee is not Guarantee.AT_MOST_ONCE
+        channel = await self._channel(publisher_confirms=confirm)
+        return RabbitMQPublisher(
+            self, channel, confirm=confirm, required_groups=tuple(required_groups),
+            timeout=opts.positive(options, "publish_timeout", self.settings.publish_timeout),
+            window=int(opts.positive(options, "publish_window", self.settings.publish_window)),
+            mandatory=bool(options.get("mandatory", True)),
+        )
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        opts.check_keys(spec.options, opts.CONSUMER_OPTIONS, "consumer")
+        private = spec.group is None
+        name = (topology.private_queue(spec.topic) if spec.group is None
+                else topology.group_queue(spec.topic, spec.group))
+        extra = spec.options.get("queue_arguments")
+        args = topology.private_arguments(extra) if private else self.group_arguments(extra)
+        channel = await self._channel(publisher_confirms=False)
+        try:
+            await channel.set_qos(prefetch_count=spec.prefetch)
+            exchange = await channel.declare_exchange(
+                spec.topic, ExchangeType(self.settings.exchange_type), durable=True,
+                arguments=topology.exchange_arguments(self.settings),
+            )
+            topology.note("exchange", spec.topic)
+            async with self.declaring(name):
+                queue = await channel.declare_queue(
+                    name, durable=not private, exclusive=private, auto_delete=private,
+                    arguments=args,
+                )
+            if not private:
+                topology.note("queue", name)
+            await queue.bind(exchange, "#")
+            sub = RabbitMQSubscription(
+                self, spec.topic, name, private=private, channel=channel,
+                prefetch=spec.prefetch,
+                describe={
+                    "url": self.url.redacted, "exchange": spec.topic, "queue": name,
+                    "queue_arguments": args, "private": private,
+                    "single_active_consumer": bool(args.get("x-single-active-consumer")),
+                },
+            )
+            await sub.start(queue, spec.options.get("consumer_arguments"))
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), 5)
+            if isinstance(exc, amqp_errors.ChannelClosed):
+                raise ConfigurationError(
+                    f"RabbitMQ refused to set up queue {name!r} on exchange {spec.topic!r}: "
+                    f"{exc}; an exchange or queue of that name exists with other settings "
+                    "(e.g. another queue_type or ordered_per_key): delete it or match them"
+                ) from exc
+            if transient(exc) and not isinstance(exc, asyncio.CancelledError):
+                raise BrokerUnavailableError(
+                    f"RabbitMQ at {self.url.redacted} became unavailable while subscribing: {exc}"
+                ) from exc
+            raise
+        self._subscriptions.add(sub)
+        return sub
+
+    def group_arguments(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return topology.group_arguments(self.settings, self.server_major, extra)
+
+    async def redeliverer(self) -> Redeliverer:
+        if self._redeliverer is None:
+            async with self._opening:
+                if self._redeliverer is None:
+                    channel = await self._channel(publisher_confirms=True)
+                    self._redeliverer = Redeliverer(self, channel)
+        return self._redeliverer
+
+    @contextlib.asynccontextmanager
+    async def declaring(self, queue: str) -> AsyncIterator[None]:
+        """One declaration of `queue` at a time in this process. RabbitMQ 3.10 answers a
+        second, concurrent declare of a new quorum queue before the queue process runs; a
+        consume then crashes the channel and the broker closes the whole connection."""
+        lock = self._declaring.get(queue)
+        if lock is None:
+            lock = self._declaring[queue] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._declaring.get(queue) is lock:
+                del self._declaring[queue]
+
+    def forget(self, sub: RabbitMQSubscription) -> None:
+        self._subscriptions.discard(sub)
+
+    async def _channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
+        connection = self._connection
+        if connection is None:
+            raise ClosedError("the RabbitMQ backend is not connected (or already closed)")
+        timeout = self.settings.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await connection.ready()
+                channel = connection.channel(
+                    publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms,
+                )
+                await channel
+                return channel
+        except TimeoutError:
+            raise BrokerUnavailableError(
+                f"RabbitMQ at {self.url.redacted} did not open a channel within {timeout}s"
+            ) from None
+
+    @property
+    def native(self) -> RobustConnection | None:
+        return self._connection
+
+
+def _major_version(connection: RobustConnection) -> int:
+    try:
+        version = connection.transport.connection.server_properties["version"]  # type: ignore[union-attr]
+        text = version.decode() if isinstance(version, bytes) else str(version)
+        return int(text.split(".")[0])
+    except Exception:
+        return 3

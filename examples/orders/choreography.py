@@ -1,0 +1,107 @@
+"""Choreography: no one is in charge; each service reacts to the event before it.
+
+    order service --OrderPlaced--> payments --PaymentProcessed--> inventory --StockReserved--> emails
+                              \\--> receipts (emails group: "we got your order")
+
+The receipt mailer fails for one address: the message is retried with delays, then
+dead-lettered, then replayed once the mail server is fixed. Nothing is lost meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgkit
+from examples.orders.events import OrderPlaced, PaymentProcessed, StockReserved, Topics
+from examples.orders.ledger import Ledger
+from msgkit.consumer import DLQ_GROUP
+from msgkit.handler import Handler
+from msgkit.testing import Collector, eventually
+
+RETRIES = msgkit.FailurePolicy(max_attempts=3, delays=(0.2, 0.5))
+
+
+class MailServerDown(Exception):
+    """The mail server refused the message: worth retrying later."""
+
+
+async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
+              orders: list[OrderPlaced]) -> None:
+    broken = {o.email for o in orders if "broken" in o.email}
+
+    async def charge(order: OrderPlaced, ctx: msgkit.Context) -> None:
+        if not ledger.first_time("payments", ctx.message.idempotency_key or ctx.message.id):
+            ledger.log("payments", f"skipped {order.order_id}: already charged")
+            return
+        ledger.charged[order.order_id] = order.amount
+        ledger.log("payments", f"charged {order.customer} {order.amount:.2f} for {order.order_id}")
+        await ctx.send(topics.payments, PaymentProcessed(**order.model_dump()),
+                       key=order.order_id, idempotency_key=f"paid-{order.order_id}")
+
+    async def reserve(paid: PaymentProcessed, ctx: msgkit.Context) -> None:
+        ledger.reserved.add(paid.order_id)
+        ledger.log("inventory", f"reserved {paid.items} item(s) for {paid.order_id}")
+        await ctx.send(topics.stock, StockReserved(order_id=paid.order_id, email=paid.email),
+                       key=paid.order_id, idempotency_key=f"reserved-{paid.order_id}")
+
+    async def confirm(reserved: StockReserved) -> None:
+        ledger.confirmations.add(reserved.order_id)
+        ledger.log("emails", f"confirmation for {reserved.order_id} sent to {reserved.email}")
+
+    async def receipt(msg: msgkit.Message) -> None:
+        order = msg.decode(OrderPlaced)
+        if order.email in broken:
+            ledger.log("emails", f"mail server refused {order.email} (attempt {msg.attempt})")
+            raise MailServerDown(order.email)
+        ledger.receipts.add(order.order_id)
+        ledger.log("emails", f"receipt for {order.order_id} sent to {order.email}")
+
+    dead = Collector()
+    consumers: list[tuple[msgkit.Consumer, Handler]] = [
+        (broker.consumer(topics.orders, group="payments", concurrency=4, failure=RETRIES), charge),
+        (broker.consumer(topics.orders, group="receipts", concurrency=4, failure=RETRIES), receipt),
+        # two members of one group compete for PaymentProcessed events
+        (broker.consumer(topics.payments, group="inventory", concurrency=2), reserve),
+        (broker.consumer(topics.payments, group="inventory", concurrency=2), reserve),
+        (broker.consumer(topics.stock, group="confirmations"), confirm),
+        (broker.consumer(msgkit.dead_letter_topic(topics.orders, "receipts"), group=DLQ_GROUP),
+         dead),
+    ]
+    await asyncio.gather(*(consumer.start(handler) for consumer, handler in consumers))
+
+    producer = broker.producer(required_groups=("payments", "receipts"))
+    for order in orders:
+        await producer.send(topics.orders, order, key=order.order_id, idempotency_key=order.order_id)
+        ledger.log("orders", f"placed {order.order_id} for {order.customer}; returned at once")
+
+    everyone = {o.order_id for o in orders}
+    await eventually(lambda: ledger.confirmations == everyone, timeout=60,
+                     message="every order paid, reserved and confirmed")
+    [poisoned] = await dead.wait_for(1, timeout=60)
+    headers = poisoned.headers
+    ledger.dead_lettered.append(poisoned.key or poisoned.id)
+    ledger.log("dlq", f"{poisoned.key}: {headers[msgkit.headers.DLQ_EXCEPTION_TYPE].rsplit('.')[-1]}"
+                      f" after {headers[msgkit.headers.DLQ_ATTEMPTS]} attempts")
+
+    broken.clear()  # the mail server is back: replay the dead letter onto its topic
+    await producer.publish_raw([replay_copy(poisoned)])
+    ledger.log("dlq", f"replayed {poisoned.key} onto {poisoned.headers[msgkit.headers.DLQ_ORIGINAL_TOPIC]}")
+    await eventually(lambda: ledger.receipts == everyone, timeout=60,
+                     message="every receipt sent")
+    for consumer, _ in consumers:
+        await consumer.stop()
+
+
+def replay_copy(dead: msgkit.Message) -> msgkit.message.Outgoing:
+    """A dead letter as a fresh message on its original topic, without the failure headers.
+
+    Every group of the topic gets it; the payment service skips it by its idempotency key.
+    """
+    from msgkit import headers as h
+    from msgkit.message import Outgoing
+    from msgkit.producer import new_message_id
+
+    headers = {k: v for k, v in dead.headers.items()
+               if not k.startswith(h.DLQ_PREFIX) and k != h.FIRST_FAILURE_AT}
+    topic = dead.headers[h.DLQ_ORIGINAL_TOPIC]
+    return Outgoing(topic, dead.value, dead.key, headers, new_message_id(), dead.timestamp)
