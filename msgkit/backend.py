@@ -100,6 +100,12 @@ class Delivery(ABC):
         """The broker client's own message, if any."""
         return self.message.native
 
+    @property
+    def origin(self) -> Mapping[str, str]:
+        """Where the broker kept this message, for dead-letter headers (e.g. Kafka
+        `partition`/`offset`, RabbitMQ `exchange`/`routing-key`). Optional."""
+        return {}
+
 
 class Subscription(ABC):
     """Deliveries of one (topic, group) for one consumer."""

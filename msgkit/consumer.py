@@ -170,7 +170,14 @@ class Consumer:
                     return
             if self._ack_first:
                 await delivery.ack()
-            await self._handler(msg)  # type: ignore[misc]
+            try:
+                await self._handler(msg)  # type: ignore[misc]
+            except Exception as exc:
+                # at-most-once never runs a handler twice, so no in-process retries there
+                if self._ack_first or not (self.failure.retries and self.failure.retryable(exc)):
+                    raise
+                log.info("handler failed on message %s, retrying in process: %r", msg.id, exc)
+                await self.failure.retry_in_process(lambda: self._handler(msg))  # type: ignore[misc]
         except asyncio.CancelledError:
             raise
         except Exception as exc:

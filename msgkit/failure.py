@@ -1,7 +1,8 @@
-"""What happens to a message whose handler raised: redeliver later, then dead-letter.
+"""What happens to a message whose handler raised: retry in process, then redeliver through
+the broker after delays, then dead-letter. One value, applied in that order by msgkit.
 
-The policy acts only through `Delivery.redeliver` and a publisher, so it is the same on
-every backend. Nothing is dropped: a dead-letter publish that fails leaves the message
+The policy acts only through `Delivery.redeliver` and a publisher, so it is the same on every
+backend. Nothing is dropped: a dead-letter publish that fails leaves the message
 unacknowledged, and the broker brings it back.
 """
 
@@ -11,6 +12,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from msgkit import headers as h
 from msgkit.backend import Delivery
@@ -29,27 +34,65 @@ def dead_letter_topic(topic: str, group: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FailurePolicy:
-    """Redeliver through the broker up to `max_attempts` deliveries, then dead-letter.
+    """How a consumer handles a handler's exception.
 
-    `delays[i]` is how long the broker holds the message before attempt i + 2 (the last
-    one repeats). Exceptions in `non_retryable` (and `DecodeError`) go straight to the DLQ.
+    1. `retries` more tries in process, waiting exponentially from `backoff` up to
+       `backoff_max` seconds with jitter (the message's key waits meanwhile).
+    2. Redeliveries through the broker, `delays[i]` seconds before delivery i + 2, without
+       blocking other messages; `max_attempts` deliveries in all (default 1 + len(delays);
+       the last delay repeats when it is larger).
+    3. The dead-letter topic (`dead_letter_topic`, default `<topic>.<group>.dlq`), unless
+       `dead_letter=False` (then the message is acknowledged and only logged).
+
+    Exceptions that retrying cannot fix skip 1 and 2: `DecodeError`, pydantic
+    `ValidationError`, the types in `non_retryable`, and any for which `retry_if` is False.
     """
 
-    max_attempts: int = 5
+    retries: int = 0
+    backoff: float = 0.05
+    backoff_max: float = 2.0
     delays: tuple[float, ...] = (0.1, 0.5, 2.0)
+    max_attempts: int | None = None
     non_retryable: tuple[type[BaseException], ...] = ()
+    retry_if: Callable[[BaseException], bool] | None = None
     dead_letter: bool = True
+    dead_letter_to: str | Callable[[str, str | None], str] | None = None
+
+    @property
+    def deliveries(self) -> int:
+        return self.max_attempts if self.max_attempts is not None else 1 + len(self.delays)
 
     def retryable(self, exc: BaseException) -> bool:
-        return not isinstance(exc, (DecodeError, *self.non_retryable))
+        if isinstance(exc, (DecodeError, ValidationError, *self.non_retryable)):
+            return False
+        return self.retry_if(exc) if self.retry_if is not None else True
+
+    def dead_letter_topic(self, topic: str, group: str | None) -> str:
+        target = self.dead_letter_to
+        if target is None:
+            return dead_letter_topic(topic, group)
+        return target if isinstance(target, str) else target(topic, group)
+
+    async def retry_in_process(self, call: Callable[[], Awaitable[Any]]) -> None:
+        """Call again up to `retries` times; re-raises the last exception."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential_jitter(multiplier=self.backoff, max=self.backoff_max,
+                                         jitter=self.backoff),
+            retry=retry_if_exception(self.retryable),
+            reraise=True,
+        ):
+            with attempt:
+                await call()
 
     async def handle(
         self, delivery: Delivery, exc: BaseException, group: str | None, publish: DeadLetterPublish
     ) -> None:
+        """Settle a delivery whose handler failed: redeliver later, or dead-letter."""
         msg = delivery.message
         now = f"{time.time():.6f}"
         first = msg.headers.get(h.FIRST_FAILURE_AT, now)
-        if self.retryable(exc) and msg.attempt < self.max_attempts:
+        if self.retryable(exc) and msg.attempt < self.deliveries:
             headers = {**msg.headers, h.ATTEMPT: str(msg.attempt + 1), h.FIRST_FAILURE_AT: first}
             step = min(msg.attempt - 1, len(self.delays) - 1)
             await delivery.redeliver(delay=self.delays[step] if self.delays else 0.0, headers=headers)
@@ -57,18 +100,27 @@ class FailurePolicy:
         if not self.dead_letter:
             await delivery.ack()
             return
-        dead = {
-            k: v for k, v in msg.headers.items() if k != h.ATTEMPT and not k.startswith(h.DLQ_PREFIX)
-        }
-        dead.update({
-            h.FIRST_FAILURE_AT: first,
-            h.DLQ_ORIGINAL_TOPIC: msg.topic,
-            h.DLQ_GROUP: group or "",
-            h.DLQ_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
-            h.DLQ_EXCEPTION_MESSAGE: str(exc)[:TRACEBACK_LIMIT],
-            h.DLQ_TRACEBACK: "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
-            h.DLQ_ATTEMPTS: str(msg.attempt),
-            h.DLQ_LAST_FAILURE_AT: now,
-        })
-        await publish(dead_letter_topic(msg.topic, group), msg, dead)
+        await publish(self.dead_letter_topic(msg.topic, group), msg,
+                      dead_letter_headers(msg, exc, group, first, now, delivery.origin))
         await delivery.ack()
+
+
+def dead_letter_headers(
+    msg: Message, exc: BaseException, group: str | None, first_failure: str, now: str,
+    origin: Mapping[str, str],
+) -> dict[str, str]:
+    """The message's own headers plus the failure's; earlier dead-letter headers are replaced."""
+    headers = {k: v for k, v in msg.headers.items()
+               if k != h.ATTEMPT and not k.startswith(h.DLQ_PREFIX)}
+    headers.update({f"{h.DLQ_PREFIX}{name}": value for name, value in origin.items()})
+    headers.update({
+        h.FIRST_FAILURE_AT: first_failure,
+        h.DLQ_ORIGINAL_TOPIC: msg.topic,
+        h.DLQ_GROUP: group or "",
+        h.DLQ_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
+        h.DLQ_EXCEPTION_MESSAGE: str(exc)[:TRACEBACK_LIMIT],
+        h.DLQ_TRACEBACK: "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
+        h.DLQ_ATTEMPTS: str(msg.attempt),
+        h.DLQ_LAST_FAILURE_AT: now,
+    })
+    return headers

@@ -1,0 +1,52 @@
+"""Kafka records <-> msgkit messages, and the headers only this adapter reads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from msgkit.message import Message
+
+DUE_AT = "msgkit-kafka-due-at"
+"""On a copy in a retry topic: epoch seconds before which it must not be handled."""
+ORIGINAL_TOPIC = "msgkit-kafka-topic"
+"""On a copy in a retry topic: the topic the handler sees."""
+_INTERNAL = (DUE_AT, ORIGINAL_TOPIC)
+
+
+def decode_headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    if not raw:
+        return {}
+    return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}
+
+
+def due_at(record: Any) -> float:
+    """The due time of a retry-topic record (0 when it has none)."""
+    for k, v in record.headers() or ():
+        if k == DUE_AT and v:
+            try:
+                return float(v)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+def to_message(record: Any, *, retried: bool) -> Message:
+    """A msgkit message from a confluent-kafka record; `retried`: it comes from a retry topic."""
+    headers = decode_headers(record.headers())
+    topic: str = record.topic()
+    if retried:
+        topic = headers.get(ORIGINAL_TOPIC) or topic
+        for name in _INTERNAL:
+            headers.pop(name, None)
+    key = record.key()
+    kind, stamp = record.timestamp()
+    return Message.from_wire(
+        topic,
+        record.value() or b"",
+        key.decode("utf-8", "replace") if key is not None else None,
+        headers,
+        timestamp=stamp / 1000 if kind and stamp > 0 else time.time(),
+        fallback_id=f"{record.topic()}-{record.partition()}-{record.offset()}",
+        native=record,
+    )
