@@ -144,6 +144,11 @@ class Publisher(ABC):
         client; no confirmation awaited.
         """
 
+    async def publish_to_group(self, group: str, messages: Sequence[Outgoing]) -> None:
+        """Publish so that only `group` of each message's topic receives it (dead-letter
+        replay), confirmed like `publish`. Optional: the default says it is not supported."""
+        raise NotImplementedError(f"{type(self).__name__} cannot publish to a single group")
+
     @abstractmethod
     async def close(self) -> None:
         """Flush what is pending (bounded) and release the client."""

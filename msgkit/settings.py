@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     """Default number of messages a consumer handles at once."""
     max_attempts: int = Field(default=5, ge=1)
     """Deliveries of one message before it is dead-lettered."""
+    dedup_url: str | None = Field(default=None, repr=False)
+    """Idempotency store for `msgkit.dedup.Dedup.from_settings()` (memory, sqlite, redis, postgresql)."""
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         yield "url", redact(self.url)
-        yield from ((k, v) for k, v in super().__repr_args__() if k != "url")
+        yield "dedup_url", None if self.dedup_url is None else redact(self.dedup_url)
+        yield from ((k, v) for k, v in super().__repr_args__() if k not in ("url", "dedup_url"))

@@ -99,6 +99,10 @@ class MemoryPublisher(Publisher):
         if self._count % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
 
+    async def publish_to_group(self, group: str, messages: Sequence[Outgoing]) -> None:
+        for out in messages:
+            self._hub.publish(out, group=group)
+
     async def close(self) -> None:
         return None
 

@@ -164,7 +164,8 @@ class Hub:
     def private_group(self) -> str:
         return f"~private-{next(self._private)}"
 
-    def publish(self, out: Outgoing) -> None:
+    def publish(self, out: Outgoing, group: str | None = None) -> None:
+        """To every group of the topic, or to `group` only."""
         faults = self.faults
         if faults.failing_publishes:
             faults.failing_publishes -= 1
@@ -177,10 +178,11 @@ class Hub:
             msg = Message(out.topic, out.value, out.key, headers, out.id,
                           headers.get(h.IDEMPOTENCY_KEY), 1, out.timestamp)
         topic = self.topics.get(out.topic) or self.topic(out.topic)
+        deliver = topic.append if group is None else topic.group(group).put
         if faults.delivery_delay:
-            asyncio.get_running_loop().call_later(faults.delivery_delay, topic.append, msg)
+            asyncio.get_running_loop().call_later(faults.delivery_delay, deliver, msg)
         else:
-            topic.append(msg)
+            deliver(msg)
 
     def redeliver(self, topic: str, group: str, msg: Message, headers: dict[str, str],
                   delay: float) -> None:

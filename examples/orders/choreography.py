@@ -4,7 +4,8 @@
                               \\--> receipts (emails group: "we got your order")
 
 The receipt mailer fails for one address: the message is retried with delays, then
-dead-lettered, then replayed once the mail server is fixed. Nothing is lost meanwhile.
+dead-lettered, then replayed to the receipts group once the mail server is fixed.
+Nothing is lost meanwhile, and no other group sees the replay.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import asyncio
 import msgkit
 from examples.orders.events import OrderPlaced, PaymentProcessed, StockReserved, Topics
 from examples.orders.ledger import Ledger
-from msgkit.consumer import DLQ_GROUP
+from msgkit.dlq import DeadLetterQueue
 from msgkit.handler import Handler
-from msgkit.testing import Collector, eventually
+from msgkit.testing import eventually
 
 RETRIES = msgkit.FailurePolicy(max_attempts=3, delays=(0.2, 0.5))
 
@@ -56,7 +57,6 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
         ledger.receipts.add(order.order_id)
         ledger.log("emails", f"receipt for {order.order_id} sent to {order.email}")
 
-    dead = Collector()
     consumers: list[tuple[msgkit.Consumer, Handler]] = [
         (broker.consumer(topics.orders, group="payments", concurrency=4, failure=RETRIES), charge),
         (broker.consumer(topics.orders, group="receipts", concurrency=4, failure=RETRIES), receipt),
@@ -64,8 +64,6 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
         (broker.consumer(topics.payments, group="inventory", concurrency=2), reserve),
         (broker.consumer(topics.payments, group="inventory", concurrency=2), reserve),
         (broker.consumer(topics.stock, group="confirmations"), confirm),
-        (broker.consumer(msgkit.dead_letter_topic(topics.orders, "receipts"), group=DLQ_GROUP),
-         dead),
     ]
     await asyncio.gather(*(consumer.start(handler) for consumer, handler in consumers))
 
@@ -77,31 +75,24 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
     everyone = {o.order_id for o in orders}
     await eventually(lambda: ledger.confirmations == everyone, timeout=60,
                      message="every order paid, reserved and confirmed")
-    [poisoned] = await dead.wait_for(1, timeout=60)
+    refusals = lambda: sum("refused" in line for line in ledger.lines)  # noqa: E731
+    await eventually(lambda: refusals() == RETRIES.deliveries, timeout=60,
+                     message="the broken receipt tried every time")
+    dlq = DeadLetterQueue(broker, topics.orders, "receipts", idle=1.0)
+    dead: list[msgkit.Message] = []
+    while not dead:  # the dead-letter copy lands right after the last refusal
+        dead = await dlq.messages()
+    [poisoned] = dead
     headers = poisoned.headers
     ledger.dead_lettered.append(poisoned.key or poisoned.id)
     ledger.log("dlq", f"{poisoned.key}: {headers[msgkit.headers.DLQ_EXCEPTION_TYPE].rsplit('.')[-1]}"
                       f" after {headers[msgkit.headers.DLQ_ATTEMPTS]} attempts")
 
-    broken.clear()  # the mail server is back: replay the dead letter onto its topic
-    await producer.publish_raw([replay_copy(poisoned)])
-    ledger.log("dlq", f"replayed {poisoned.key} onto {poisoned.headers[msgkit.headers.DLQ_ORIGINAL_TOPIC]}")
+    broken.clear()  # the mail server is back: replay the dead letter to the receipts group only
+    moved = await dlq.replay()
+    ledger.log("dlq", f"replayed {moved} message(s) to the receipts group")
     await eventually(lambda: ledger.receipts == everyone, timeout=60,
                      message="every receipt sent")
     for consumer, _ in consumers:
         await consumer.stop()
 
-
-def replay_copy(dead: msgkit.Message) -> msgkit.message.Outgoing:
-    """A dead letter as a fresh message on its original topic, without the failure headers.
-
-    Every group of the topic gets it; the payment service skips it by its idempotency key.
-    """
-    from msgkit import headers as h
-    from msgkit.message import Outgoing
-    from msgkit.producer import new_message_id
-
-    headers = {k: v for k, v in dead.headers.items()
-               if not k.startswith(h.DLQ_PREFIX) and k != h.FIRST_FAILURE_AT}
-    topic = dead.headers[h.DLQ_ORIGINAL_TOPIC]
-    return Outgoing(topic, dead.value, dead.key, headers, new_message_id(), dead.timestamp)

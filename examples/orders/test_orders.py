@@ -11,7 +11,7 @@ async def test_choreography_and_saga(msgkit_url: str) -> None:
     refused = [line for line in chore.lines if "refused" in line]
     assert len(refused) == 3, "the broken address is tried max_attempts times before the DLQ"
     assert chore.dead_lettered == ["order-3"]
-    assert any("skipped order-3: already charged" in line for line in chore.lines)
+    assert not any("skipped" in line for line in chore.lines), "the replay reached payments"
 
     assert outcomes == {"saga-1": "completed", "saga-2": "compensated"}
     assert orchestrated.refunded == {"saga-2"} and orchestrated.cancelled == {"saga-2"}

@@ -34,6 +34,11 @@ class LeaseLostError(MsgkitError):
     Raised inside the business transaction by `complete_in`, so that transaction rolls back.
     """
 
+    @classmethod
+    def of(cls, scope: Scope, key: str) -> LeaseLostError:
+        return cls(f"key {key!r} of {scope.topic!r}/{scope.group!r} is held or finished by "
+                   "another delivery (this claim's lease expired); not marking it done")
+
 
 class Scope(NamedTuple):
     """Where a key is unique: one consumer group of one topic."""

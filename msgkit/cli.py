@@ -1,0 +1,129 @@
+"""`msgkit` command line. `msgkit dlq --help` lists the dead-letter commands.
+
+The broker comes from `--url` or `MSGKIT_URL` (as for `msgkit.connect()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+import msgkit
+from msgkit import headers as h
+from msgkit.dlq import DeadLetterQueue, Filter
+from msgkit.errors import MsgkitError
+
+T = TypeVar("T")
+
+app = typer.Typer(help="msgkit: messaging tools.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect, replay and purge dead-lettered messages.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+console = Console()
+
+Topic = Annotated[str, typer.Argument(help="The original topic the group consumed.")]
+Group = Annotated[str, typer.Option("--group", "-g", help="The consumer group whose dead letters to use.")]
+Url = Annotated[str | None, typer.Option("--url", envvar="MSGKIT_URL", help="Broker URL.")]
+Exc = Annotated[str | None, typer.Option("--exception", help="Only this exception type (substring).")]
+Key = Annotated[str | None, typer.Option("--key", help="Only messages with this key.")]
+Since = Annotated[dt.datetime | None, typer.Option("--since", help="Only failures at or after (UTC).")]
+Until = Annotated[dt.datetime | None, typer.Option("--until", help="Only failures at or before (UTC).")]
+
+
+def _filter(exception: str | None, key: str | None, since: dt.datetime | None,
+            until: dt.datetime | None) -> Filter:
+    def seconds(moment: dt.datetime | None) -> float | None:
+        if moment is None:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+    return Filter(exception_type=exception, key=key, failed_after=seconds(since),
+                  failed_before=seconds(until))
+
+
+def _run(url: str | None, work: Callable[[msgkit.Broker], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with msgkit.connect(url) as broker:
+            return await work(broker)
+
+    try:
+        return asyncio.run(main())
+    except MsgkitError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    return dt.datetime.fromtimestamp(float(value), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dlq_app.command("list")
+def list_(topic: Topic, group: Group, url: Url = None, exception: Exc = None, key: Key = None,
+          since: Since = None, until: Until = None,
+          limit: Annotated[int, typer.Option(help="At most this many.")] = 100) -> None:
+    """List dead letters with their failure (they stay where they are)."""
+    where = _filter(exception, key, since, until)
+    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(where=where, limit=limit))
+    table = Table(title=f"dead letters of {topic} / {group}: {len(found)}")
+    for column in ("id", "key", "attempts", "last failure (UTC)", "exception"):
+        table.add_column(column)
+    for msg in found:
+        table.add_row(msg.id, msg.key or "-", msg.headers.get(h.DLQ_ATTEMPTS, "?"),
+                      _when(msg.headers.get(h.DLQ_LAST_FAILURE_AT)),
+                      f"{msg.headers.get(h.DLQ_EXCEPTION_TYPE, '?')}: "
+                      f"{msg.headers.get(h.DLQ_EXCEPTION_MESSAGE, '')[:80]}")
+    console.print(table)
+
+
+@dlq_app.command()
+def show(topic: Topic, group: Group, message_id: str, url: Url = None) -> None:
+    """Show one dead letter: headers, traceback and payload."""
+    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages())
+    match = [m for m in found if m.id == message_id]
+    if not match:
+        console.print(f"[red]no dead letter {message_id} in {topic} / {group}[/red]")
+        raise typer.Exit(1)
+    msg = match[0]
+    for name, value in sorted(msg.headers.items()):
+        if name != h.DLQ_TRACEBACK:
+            console.print(f"[bold]{name}[/bold]: {value}")
+    console.print("[bold]traceback[/bold]:\n" + msg.headers.get(h.DLQ_TRACEBACK, "-"))
+    console.print("[bold]payload[/bold]: " + msg.value[:2000].decode(errors="replace"))
+
+
+@dlq_app.command()
+def replay(topic: Topic, group: Group, url: Url = None, exception: Exc = None, key: Key = None,
+           since: Since = None, until: Until = None) -> None:
+    """Send dead letters back to the topic for the group only, attempts reset."""
+    where = _filter(exception, key, since, until)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("replaying", total=None)
+        moved = _run(url, lambda b: DeadLetterQueue(b, topic, group).replay(
+            where=where, progress=lambda m: bar.update(task, advance=1,
+                                                       description=f"replayed {m.id}")))
+    console.print(f"replayed {moved} message(s) to {topic} for group {group}")
+
+
+@dlq_app.command()
+def purge(topic: Topic, group: Group, url: Url = None, exception: Exc = None, key: Key = None,
+          since: Since = None, until: Until = None,
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False
+          ) -> None:
+    """Delete dead letters for good."""
+    if not yes:
+        typer.confirm(f"Delete the matching dead letters of {topic} / {group}?", abort=True)
+    where = _filter(exception, key, since, until)
+    purged = _run(url, lambda b: DeadLetterQueue(b, topic, group).purge(where=where))
+    console.print(f"purged {purged} message(s)")
+
+
+def main() -> None:
+    app()

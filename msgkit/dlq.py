@@ -1,0 +1,137 @@
+"""Dead-letter queues as a Python API: list, replay and purge, on every backend.
+
+Dead letters of `(topic, group)` wait on `dead_letter_topic(topic, group)` for the `dlq`
+group. Reading them joins that group and settles only what is replayed or purged; the rest
+goes back when the read ends, so listing never removes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from msgkit import headers as h
+from msgkit.backend import Delivery, SubscriptionSpec
+from msgkit.broker import Broker
+from msgkit.consumer import DLQ_GROUP
+from msgkit.failure import dead_letter_topic
+from msgkit.guarantee import Guarantee
+from msgkit.message import Message, Outgoing
+
+IDLE = 2.0
+"""Seconds without a new dead letter after which a read ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which dead letters an operation takes; every given criterion must match."""
+
+    exception_type: str | None = None
+    """A substring of the exception's dotted type name, e.g. `TimeoutError`."""
+    key: str | None = None
+    failed_after: float | None = None
+    failed_before: float | None = None
+    """Bounds on the last failure time, in seconds since the epoch."""
+
+    def __call__(self, msg: Message) -> bool:
+        if self.exception_type and self.exception_type not in msg.headers.get(h.DLQ_EXCEPTION_TYPE, ""):
+            return False
+        if self.key is not None and msg.key != self.key:
+            return False
+        failed = float(msg.headers.get(h.DLQ_LAST_FAILURE_AT, "0") or 0)
+        if self.failed_after is not None and failed < self.failed_after:
+            return False
+        return not (self.failed_before is not None and failed > self.failed_before)
+
+
+class DeadLetterQueue:
+    """The dead letters of one consumer group: `DeadLetterQueue(broker, "orders", "payments")`."""
+
+    def __init__(self, broker: Broker, topic: str, group: str | None, *,
+                 dlq_topic: str | None = None, idle: float = IDLE) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.group = group
+        self.dlq_topic = dlq_topic or dead_letter_topic(topic, group)
+        self.idle = idle
+
+    async def messages(self, *, where: Filter = Filter(), limit: int | None = None) -> list[Message]:
+        """The dead letters that match, oldest first, left in place."""
+        found: list[Message] = []
+
+        async def keep(delivery: Delivery) -> bool:
+            if where(delivery.message):
+                found.append(delivery.message)
+            return limit is not None and len(found) >= limit
+
+        await self._read(keep)
+        return found
+
+    async def replay(self, *, where: Filter = Filter(),
+                     progress: Callable[[Message], None] | None = None) -> int:
+        """Send matching dead letters back to the original topic for the original group only,
+        attempts reset; each is removed once the broker confirmed its copy. Returns the count."""
+        if self.group is None:
+            raise ValueError("dead letters of a consumer without a group cannot be replayed to it")
+        group = self.group
+        publisher = await self.broker.backend.publisher(Guarantee.AT_LEAST_ONCE, options={})
+        moved = 0
+
+        async def move(delivery: Delivery) -> bool:
+            nonlocal moved
+            msg = delivery.message
+            if where(msg):
+                await publisher.publish_to_group(group, [replay_copy(msg, self.topic)])
+                await delivery.ack()
+                moved += 1
+                if progress is not None:
+                    progress(msg)
+            return False
+
+        try:
+            await self._read(move)
+        finally:
+            await publisher.close()
+        return moved
+
+    async def purge(self, *, where: Filter = Filter()) -> int:
+        """Delete matching dead letters for good. Returns the count."""
+        purged = 0
+
+        async def drop(delivery: Delivery) -> bool:
+            nonlocal purged
+            if where(delivery.message):
+                await delivery.ack()
+                purged += 1
+            return False
+
+        await self._read(drop)
+        return purged
+
+    async def _read(self, act: Callable[[Delivery], Awaitable[bool]]) -> None:
+        """Feed every dead letter to `act` until idle (or `act` says stop); give back the rest."""
+        self.broker.validate_topic(self.dlq_topic)
+        spec = SubscriptionSpec(topic=self.dlq_topic, group=DLQ_GROUP, prefetch=500,
+                                start="earliest", guarantee=Guarantee.AT_LEAST_ONCE)
+        subscription = await self.broker.backend.subscribe(spec)
+        try:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(subscription.fetch(500), self.idle)
+                except TimeoutError:
+                    return
+                if not batch:
+                    return
+                for delivery in batch:
+                    if await act(delivery):
+                        return
+        finally:
+            await subscription.close()
+
+
+def replay_copy(dead: Message, topic: str) -> Outgoing:
+    """The dead letter as it was first sent: same id, key, value and headers, attempt 1."""
+    headers = {k: v for k, v in dead.headers.items()
+               if k not in (h.ATTEMPT, h.FIRST_FAILURE_AT) and not k.startswith(h.DLQ_PREFIX)}
+    return Outgoing(topic, dead.value, dead.key, headers, dead.id, dead.timestamp)

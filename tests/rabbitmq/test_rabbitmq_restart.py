@@ -1,0 +1,74 @@
+"""RabbitMQ adapter: the broker restarts (`rabbitmqctl stop_app` / `start_app`) while
+messages are published and consumed; nothing confirmed is lost and everyone resumes alone."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+import msgkit
+from msgkit.testing import Collector, eventually
+
+
+async def _rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {err.decode()}"
+
+
+def _local_server(url: str) -> bool:
+    return shutil.which("rabbitmqctl") is not None and \
+        urlsplit(url).hostname in ("127.0.0.1", "localhost")
+
+
+async def test_broker_restart_loses_no_confirmed_message(amqp_url: str, unique_name: str) -> None:
+    if not _local_server(amqp_url):
+        pytest.skip("needs the local RabbitMQ server and rabbitmqctl to restart it")
+    got = Collector()
+    confirmed: list[str] = []
+    stop = asyncio.Event()
+    async with msgkit.connect(amqp_url, reconnect_interval=0.5) as consumers, \
+            msgkit.connect(amqp_url, reconnect_interval=0.5, publish_timeout=60) as producers:
+        consumer = consumers.consumer(unique_name, group="g", concurrency=4)
+        await consumer.start(got)
+        producer = producers.producer()
+        impatient = producers.producer(publish_timeout=1.0)
+        await impatient.send_many(unique_name, [b"warm-up"])  # its channel is open
+
+        async def publish() -> None:
+            n = 0
+            while not stop.is_set():
+                confirmed.append(await producer.send(unique_name, f"{n}", key=f"k{n % 4}"))
+                n += 1
+                await asyncio.sleep(0.005)
+
+        publishing = asyncio.create_task(publish())
+        try:
+            await eventually(lambda: len(got.messages) >= 20, message="flowing before restart")
+            await _rabbitmqctl("stop_app")
+            try:
+                at_stop = len(confirmed)
+                started = time.monotonic()
+                with pytest.raises(msgkit.PublishError):
+                    await impatient.send(unique_name, b"during the outage")
+                assert time.monotonic() - started < 5, "send did not fail within its bound"
+            finally:
+                await _rabbitmqctl("start_app")
+            restarted = len(got.messages)
+            await eventually(lambda: len(confirmed) >= at_stop + 50, timeout=60,
+                             message="publishing resumed by itself")
+            await eventually(lambda: len(got.messages) >= restarted + 20, timeout=60,
+                             message="consuming resumed by itself")
+        finally:
+            stop.set()
+            await asyncio.wait_for(publishing, 60)
+        await eventually(lambda: set(confirmed) <= got.ids, timeout=60,
+                         message="every confirmed message consumed")
+        assert consumer.running
