@@ -62,7 +62,7 @@ class RedisStore:
         self._release = self._client.register_script(_RELEASE)
 
     @property
-    def native(self) -> aioredis.Redis:
+    def native(self) -> Any:
         """The redis-py client."""
         return self._client
 

@@ -68,7 +68,8 @@ class LifecycleContract:
             await asyncio.Event().wait()
 
         doomed = msgkit_broker.consumer(unique_name, group="g")
-        task = asyncio.create_task(doomed.run(hangs))
+        await doomed.start(hangs)
+        task = asyncio.create_task(doomed.wait())  # cancelling the wait kills the consumer
         sent = await msgkit_broker.producer().send(unique_name, b"orphan")
         await asyncio.wait_for(started.wait(), WAIT)
         task.cancel()  # a hard stop: the handler never finishes, nothing is acknowledged

@@ -1,0 +1,142 @@
+"""RabbitMQ: msgkit against raw aio-pika written the fast way, same server, same run.
+
+1. Confirmed publishing, many confirms in flight: `send_many` in chunks of `CHUNK` against
+   aio-pika publishing each chunk with `gather` (publisher confirms, persistent, mandatory).
+2. Consume with ack: a queue preloaded with n messages drained by a msgkit consumer against
+   an aio-pika consumer acking each message, both with prefetch `PREFETCH`.
+
+Both sides use the same topology (durable topic exchange, quorum queue bound with '#') and
+messages of the same size and properties (message id, timestamp, one header). Each run uses
+fresh names and deletes them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aio_pika
+
+import msgkit
+from bench.harness import Case
+
+BODY = b"x" * 100
+CHUNK = 1000
+PREFETCH = 256
+QUEUE_ARGS = {"x-queue-type": "quorum"}
+
+
+@asynccontextmanager
+async def _topology(url: str) -> AsyncIterator[tuple[str, aio_pika.abc.AbstractChannel]]:
+    """A fresh exchange + group queue `<topic>.g`, deleted on exit."""
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(topic, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(f"{topic}.g", durable=True, arguments=QUEUE_ARGS)
+    await queue.bind(exchange, "#")
+    try:
+        yield topic, channel
+    finally:
+        await channel.queue_delete(f"{topic}.g")
+        await channel.exchange_delete(topic)
+        await connection.close()
+
+
+def _message(n: int) -> aio_pika.Message:
+    message_id = f"{uuid.uuid4().hex[:16]}{n:012x}"
+    return aio_pika.Message(
+        BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message_id,
+        timestamp=time.time(), headers={"msgkit-id": message_id},
+    )
+
+
+async def _preload(channel: aio_pika.abc.AbstractChannel, topic: str, n: int) -> None:
+    exchange = await channel.get_exchange(topic)
+    for start in range(0, n, CHUNK):
+        await asyncio.gather(*(exchange.publish(_message(i), routing_key="")
+                               for i in range(start, min(n, start + CHUNK))))
+
+
+async def msgkit_publish(url: str, n: int) -> float:
+    async with _topology(url) as (topic, _), msgkit.connect(url) as broker:
+        producer = broker.producer()
+        await producer.send(topic, BODY)  # opens the channel, declares the exchange
+        start = time.perf_counter()
+        for first in range(0, n, CHUNK):
+            await producer.send_many(topic, [BODY] * min(CHUNK, n - first))
+        return time.perf_counter() - start
+
+
+async def aio_pika_publish(url: str, n: int) -> float:
+    async with _topology(url) as (topic, _):
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()  # publisher confirms on
+            exchange = await channel.get_exchange(topic)
+            await exchange.publish(_message(0), routing_key="")
+            start = time.perf_counter()
+            for first in range(0, n, CHUNK):
+                await asyncio.gather(*(exchange.publish(_message(i), routing_key="")
+                                       for i in range(first, min(n, first + CHUNK))))
+            return time.perf_counter() - start
+        finally:
+            await connection.close()
+
+
+async def msgkit_consume(url: str, n: int) -> float:
+    async with _topology(url) as (topic, channel):
+        await _preload(channel, topic, n)
+        async with msgkit.connect(url) as broker:
+            done = asyncio.Event()
+            count = 0
+
+            async def handler(msg: msgkit.Message) -> None:
+                nonlocal count
+                count += 1
+                if count == n:
+                    done.set()
+
+            start = time.perf_counter()
+            consumer = broker.consumer(topic, group="g", prefetch=PREFETCH)
+            await consumer.start(handler)
+            await done.wait()
+            return time.perf_counter() - start
+
+
+async def aio_pika_consume(url: str, n: int) -> float:
+    async with _topology(url) as (topic, channel):
+        await _preload(channel, topic, n)
+        connection = await aio_pika.connect(url)
+        try:
+            consumer_channel = await connection.channel()
+            await consumer_channel.set_qos(prefetch_count=PREFETCH)
+            done = asyncio.Event()
+            count = 0
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                nonlocal count
+                await message.ack()
+                count += 1
+                if count == n:
+                    done.set()
+
+            start = time.perf_counter()
+            queue = await consumer_channel.get_queue(f"{topic}.g")
+            await queue.consume(on_message)
+            await done.wait()
+            return time.perf_counter() - start
+        finally:
+            await connection.close()
+
+
+CASES = [
+    Case("rabbitmq confirmed publish", "amqp", "aio-pika gather", msgkit_publish,
+         aio_pika_publish, messages=20_000,
+         notes=f"send_many chunks of {CHUNK} vs gather of {CHUNK} confirmed publishes"),
+    Case("rabbitmq consume+ack", "amqp", "aio-pika consumer", msgkit_consume,
+         aio_pika_consume, messages=20_000, notes=f"prefetch {PREFETCH}, quorum queue"),
+]
