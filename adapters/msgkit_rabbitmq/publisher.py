@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import aiormq
@@ -58,6 +58,14 @@ async def underlay(channel: AbstractRobustChannel) -> aiormq.Channel:
     return cast(aiormq.Channel, await channel.get_underlay_channel())
 
 
+Route = Callable[[Outgoing], tuple[str, str, "str | None"]]
+"""exchange, routing key, and the key header to add (None: the routing key is the key)."""
+
+
+def _to_topic(out: Outgoing) -> tuple[str, str, str | None]:
+    return (out.topic, *wire.routing_key(out.key))
+
+
 class _Retry:
     """Marks a message not confirmed because the connection dropped: send it again."""
 
@@ -86,6 +94,20 @@ class RabbitMQPublisher(Publisher):
         self._closed = False
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
+        await self._publish(messages, _to_topic, declare=True)
+
+    async def publish_to_group(self, group: str, messages: Sequence[Outgoing]) -> None:
+        """Straight to the group queue `<topic>.<group>` through the default exchange, so no
+        other group sees it; a missing queue is reported as `PublishError` (NO_ROUTE)."""
+        topology.validate(group)
+        queues = {out.topic: topology.group_queue(out.topic, group) for out in messages}
+
+        def to_group(out: Outgoing) -> tuple[str, str, str | None]:
+            return "", queues[out.topic], out.key
+
+        await self._publish(messages, to_group, declare=False)
+
+    async def _publish(self, messages: Sequence[Outgoing], route: Route, *, declare: bool) -> None:
         if self._closed:
             raise PublishError("this RabbitMQ publisher is closed", reason="closed")
         loop = asyncio.get_running_loop()
@@ -94,8 +116,9 @@ class RabbitMQPublisher(Publisher):
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._ensure_topology(pending)
-                    failed = await self._send(pending)
+                    if declare:
+                        await self._ensure_topology(pending)
+                    failed = await self._send(pending, route)
             except TimeoutError:
                 raise PublishError(
                     f"RabbitMQ at {self._backend.url.redacted} did not confirm "
@@ -110,7 +133,7 @@ class RabbitMQPublisher(Publisher):
             log.info("connection to RabbitMQ lost; resending %d unconfirmed message(s)", len(failed))
             await asyncio.sleep(0.05)  # let aio-pika notice the loss before waiting on it
 
-    async def _send(self, messages: Sequence[Outgoing]) -> Sequence[Outgoing]:
+    async def _send(self, messages: Sequence[Outgoing], route: Route) -> Sequence[Outgoing]:
         """Sends `messages`; returns those to send again (the connection dropped)."""
         try:
             channel = await self._underlay()
@@ -123,10 +146,10 @@ class RabbitMQPublisher(Publisher):
         mandatory = self._mandatory
         if not self._confirm:
             for out in messages:
-                rk, key_header = wire.routing_key(out.key)
+                exchange, rk, key_header = route(out)
                 props = wire.properties(out, persistent=False, key_header=key_header)
                 try:
-                    await publish(out.value, exchange=out.topic, routing_key=rk,
+                    await publish(out.value, exchange=exchange, routing_key=rk,
                                   properties=props, wait=False)
                 except BaseException as exc:
                     if not transient(exc):
@@ -141,11 +164,11 @@ class RabbitMQPublisher(Publisher):
         loop = asyncio.get_running_loop()
         try:
             for out in messages:
-                rk, key_header = wire.routing_key(out.key)
+                exchange, rk, key_header = route(out)
                 props = wire.properties(out, persistent=persistent, key_header=key_header)
                 await window.acquire()
                 task = loop.create_task(publish(
-                    out.value, exchange=out.topic, routing_key=rk, properties=props,
+                    out.value, exchange=exchange, routing_key=rk, properties=props,
                     mandatory=mandatory, wait=False,
                 ))
                 task.add_done_callback(lambda _: window.release())

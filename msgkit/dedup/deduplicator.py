@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential, wait_random
 
 from msgkit.dedup.factory import open_store
 from msgkit.dedup.store import (
@@ -196,7 +196,7 @@ class Dedup:
     async def _wait(self, scope: Scope, key: str, first: ClaimResult) -> ClaimResult:
         log.debug("idempotency key %r of %s/%s is in progress elsewhere; waiting",
                   key, scope.topic, scope.group)
-        backoff = wait_exponential_jitter(initial=0.005, max=self.max_poll, jitter=0.005)
+        backoff = wait_exponential(multiplier=0.005, max=self.max_poll) + wait_random(0, 0.005)
 
         def wait(state: RetryCallState) -> float:
             # Poll with backoff, but look again as soon as the holder's lease runs out.

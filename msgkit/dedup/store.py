@@ -104,10 +104,20 @@ class TransactionalStore(IdempotencyStore, Protocol):
         ...
 
 
-# Tokens are unique across processes (random prefix) and cheap (a counter).
-_TOKEN_PREFIX = os.urandom(6).hex()
-_TOKEN_COUNTER = itertools.count(1)
+# Tokens are unique across processes (random prefix) and cheap (a counter). A forked child
+# must not reuse its parent's prefix, or two processes could both think they own a key.
+_token_prefix = os.urandom(8).hex()
+_token_counter = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    global _token_prefix, _token_counter
+    _token_prefix = os.urandom(8).hex()
+    _token_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 def new_token() -> str:
-    return f"{_TOKEN_PREFIX}{next(_TOKEN_COUNTER):x}"
+    return f"{_token_prefix}{next(_token_counter):x}"
