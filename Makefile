@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 soak: $(STAMP) brokers
-	$(BIN)/python -m pytest -q -m soak
+	MSGKIT_CRASH_KILLS=60 $(BIN)/python -m pytest -q -m "soak or not soak" tests/test_crash.py
 
 bench: $(STAMP) brokers
 	$(BIN)/python -m bench

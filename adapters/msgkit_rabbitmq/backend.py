@@ -33,11 +33,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import aiormq.exceptions as amqp_errors
-from aio_pika import RobustConnection
-from aio_pika.abc import AbstractRobustChannel
+from aio_pika import RobustChannel, RobustConnection
 from aio_pika.connection import make_url
 from aio_pika.exchange import ExchangeType
 
@@ -214,7 +213,7 @@ class RabbitMQBackend(Backend):
     def forget(self, sub: RabbitMQSubscription) -> None:
         self._subscriptions.discard(sub)
 
-    async def _channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
+    async def _channel(self, *, publisher_confirms: bool) -> RobustChannel:
         connection = self._connection
         if connection is None:
             raise ClosedError("the RabbitMQ backend is not connected (or already closed)")
@@ -222,9 +221,9 @@ class RabbitMQBackend(Backend):
         try:
             async with asyncio.timeout(timeout):
                 await connection.ready()
-                channel = connection.channel(
+                channel = cast(RobustChannel, connection.channel(
                     publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms,
-                )
+                ))
                 await channel
                 return channel
         except TimeoutError:

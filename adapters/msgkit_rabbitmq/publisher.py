@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import aiormq
 import aiormq.exceptions as amqp_errors
-from aio_pika.abc import AbstractRobustChannel
+from aio_pika import RobustChannel
 from aio_pika.exchange import ExchangeType
 
 from msgkit.backend import Publisher
@@ -51,7 +51,7 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
 
 
-async def underlay(channel: AbstractRobustChannel) -> aiormq.Channel:
+async def underlay(channel: RobustChannel) -> aiormq.Channel:
     """aiormq's channel under aio-pika's, once (re)connected: publishing through it directly
     skips building an aio-pika `Message` per message."""
     await channel.ready()
@@ -74,7 +74,7 @@ class RabbitMQPublisher(Publisher):
     def __init__(
         self,
         backend: RabbitMQBackend,
-        channel: AbstractRobustChannel,
+        channel: RobustChannel,
         *,
         confirm: bool,
         required_groups: tuple[str, ...],
@@ -275,7 +275,7 @@ class RabbitMQPublisher(Publisher):
             await asyncio.wait_for(self._channel.close(), 5)
 
     @property
-    def native(self) -> AbstractRobustChannel:
+    def native(self) -> RobustChannel:
         return self._channel
 
     def describe(self) -> dict[str, Any]:

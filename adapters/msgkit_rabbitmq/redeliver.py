@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import aiormq.exceptions as amqp_errors
-from aio_pika.abc import AbstractRobustChannel
+from aio_pika import RobustChannel
 
 from msgkit.errors import PublishError
 from msgkit.message import Message, Outgoing
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class Redeliverer:
     """One confirm channel per backend for redelivery copies and retry-queue declarations."""
 
-    def __init__(self, backend: RabbitMQBackend, channel: AbstractRobustChannel) -> None:
+    def __init__(self, backend: RabbitMQBackend, channel: RobustChannel) -> None:
         self._backend = backend
         self.channel = channel
         self._declared: set[str] = set()

@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
+from aio_pika import RobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustQueue
 
 from msgkit.backend import Delivery, Subscription
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError
@@ -61,7 +62,7 @@ class RabbitMQSubscription(Subscription):
         queue_name: str,
         *,
         private: bool,
-        channel: AbstractRobustChannel,
+        channel: RobustChannel,
         prefetch: int,
         describe: dict[str, Any],
     ) -> None:
