@@ -18,7 +18,15 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential, wait_random
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from msgkit.dedup.factory import open_store
 from msgkit.dedup.store import (
@@ -26,6 +34,7 @@ from msgkit.dedup.store import (
     ClaimStatus,
     IdempotencyStore,
     Scope,
+    StoreUnavailableError,
     TransactionalStore,
 )
 from msgkit.errors import ConfigurationError
@@ -36,12 +45,14 @@ log = logging.getLogger("msgkit.dedup")
 
 DEFAULT_TTL = 24 * 3600.0
 DEFAULT_LEASE = 30.0
+COMPLETE_ATTEMPTS = 4
+"""Tries to mark a key done before giving up (the message then stays unacknowledged)."""
 
 _current: ContextVar[DedupClaim | None] = ContextVar("msgkit_dedup_claim", default=None)
 
 
 def current_claim() -> DedupClaim | None:
-    """The claim of the message whose handler is running (None when it has no dedup).
+    """Inside a handler: the claim of the message it runs for (None without dedup).
 
     Use it to mark the key done in the handler's own database transaction:
     `await current_claim().complete_in(conn)`.
@@ -67,11 +78,22 @@ class DedupClaim:
         if self._settled:
             return
         self._settled = True
-        self._forget()
         if self._in_transaction:
             return
         dedup = self._dedup
-        if not await dedup.store.complete(self.scope, self.key, self.token, dedup.ttl):
+        try:
+            marked = await dedup.store.complete(self.scope, self.key, self.token, dedup.ttl)
+        except StoreUnavailableError:
+            # The handler's work is done: a short outage should not make it run again.
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(COMPLETE_ATTEMPTS - 1),
+                wait=wait_exponential(multiplier=0.05, max=1.0),
+                retry=retry_if_exception_type(StoreUnavailableError),
+                reraise=True,
+            )
+            marked = await retrying(dedup.store.complete, self.scope, self.key, self.token,
+                                    dedup.ttl)
+        if not marked:
             log.warning(
                 "idempotency key %r of %s/%s: the handler outlived its %ss lease and another "
                 "delivery took the key over, so the handler may have run twice; raise the lease",
@@ -83,7 +105,6 @@ class DedupClaim:
         if self._settled:
             return
         self._settled = True
-        self._forget()
         await self._dedup.store.release(self.scope, self.key, self.token)
 
     async def complete_in(self, conn: Any) -> None:
@@ -113,10 +134,6 @@ class DedupClaim:
                 "PostgreSQL stores can"
             )
         return store
-
-    def _forget(self) -> None:
-        if _current.get() is self:
-            _current.set(None)
 
     def __repr__(self) -> str:
         return f"<DedupClaim {self.key!r} of {self.scope.topic!r}/{self.scope.group!r}>"
@@ -152,6 +169,7 @@ class Dedup:
         self._key = key
         # Consumers without a group each see every message, so each gets a scope of its own.
         self._private_group = f"~private-{uuid.uuid4().hex[:12]}"
+        self._scopes: dict[str | None, dict[str, Scope]] = {}  # group -> topic -> scope
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> Dedup:
@@ -170,9 +188,12 @@ class Dedup:
         return msg.id
 
     async def claim(self, msg: Message, group: str | None) -> DedupClaim | None:
-        _current.set(None)
-        scope = Scope(msg.topic, group if group is not None else self._private_group)
-        key = self.key_of(msg)
+        topic = msg.topic
+        scopes = self._scopes.get(group)
+        scope = scopes.get(topic) if scopes is not None else None
+        if scope is None:
+            scope = self._scope(topic, group)
+        key = msg.idempotency_key or (self.key_of(msg) if self._key is not None else msg.id)
         result = await self.store.claim(scope, key, self.lease)
         if result.status is ClaimStatus.IN_PROGRESS:
             result = await self._wait(scope, key, result)
@@ -182,6 +203,11 @@ class Dedup:
         claim = DedupClaim(self, scope, key, result.token)
         _current.set(claim)
         return claim
+
+    def _scope(self, topic: str, group: str | None) -> Scope:
+        scope = Scope(topic, group if group is not None else self._private_group)
+        self._scopes.setdefault(group, {})[topic] = scope
+        return scope
 
     async def close(self) -> None:
         if self._owns_store:

@@ -32,24 +32,35 @@ class MemoryStore:
         self._entries: OrderedDict[tuple[Scope, str], _Entry] = OrderedDict()
 
     async def claim(self, scope: Scope, key: str, lease_s: float) -> ClaimResult:
-        now = time.monotonic()
+        at = (scope, key)
         entries = self._entries
-        entry = entries.get((scope, key))
-        if entry is not None and entry.expires > now:
-            if entry.done:
-                entries.move_to_end((scope, key))
-                return DONE
-            return ClaimResult(ClaimStatus.IN_PROGRESS, retry_after=entry.expires - now)
+        entry = entries.get(at)
+        now = time.monotonic()
+        if entry is not None:
+            if entry.expires > now:
+                if entry.done:
+                    entries.move_to_end(at)
+                    return DONE
+                return ClaimResult(ClaimStatus.IN_PROGRESS, None, entry.expires - now)
+            entries.move_to_end(at)
         token = new_token()
-        self._put((scope, key), _Entry(token, False, now + lease_s))
+        entries[at] = _Entry(token, False, now + lease_s)
+        if entry is None and len(entries) > self.max_entries:
+            entries.popitem(last=False)
         return ClaimResult(ClaimStatus.ACQUIRED, token)
 
     async def complete(self, scope: Scope, key: str, token: str, ttl_s: float) -> bool:
+        at = (scope, key)
+        entry = self._entries.get(at)
         now = time.monotonic()
-        entry = self._entries.get((scope, key))
-        if entry is not None and entry.token != token and (entry.done or entry.expires > now):
+        if entry is None:  # the lease ran out and the entry was evicted: still ours to finish
+            self._entries[at] = _Entry(token, True, now + ttl_s)
+            if len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            return True
+        if entry.token != token and (entry.done or entry.expires > now):
             return False
-        self._put((scope, key), _Entry(token, True, now + ttl_s))
+        entry.token, entry.done, entry.expires = token, True, now + ttl_s
         return True
 
     async def release(self, scope: Scope, key: str, token: str) -> None:
@@ -62,13 +73,6 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def _put(self, at: tuple[Scope, str], entry: _Entry) -> None:
-        entries = self._entries
-        entries[at] = entry
-        entries.move_to_end(at)
-        if len(entries) > self.max_entries:
-            entries.popitem(last=False)
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._entries)}/{self.max_entries} entries>"

@@ -39,6 +39,7 @@ LOCK_TIMEOUT_MS = 500
 answers IN_PROGRESS instead, so the pooled connection is not held."""
 
 _NOW = "statement_timestamp()"
+_BUSY = object()
 
 
 class _Statements:
@@ -110,9 +111,8 @@ class PostgresStore:
 
     async def claim(self, scope: Scope, key: str, lease_s: float) -> ClaimResult:
         token = new_token()
-        try:
-            row = await self._fetch(self._sql.claim, (*scope, key, token, lease_s))
-        except psycopg.errors.LockNotAvailable:
+        row = await self._fetch(self._sql.claim, (*scope, key, token, lease_s), busy=_BUSY)
+        if row is _BUSY:
             return ClaimResult(ClaimStatus.IN_PROGRESS)
         assert row is not None  # ON CONFLICT DO UPDATE always returns the row
         if row[0] == token:
@@ -149,7 +149,8 @@ class PostgresStore:
             await conn.close()
 
     async def _fetch(self, query: sql.Composed, params: tuple[Any, ...], *,
-                     returns: bool = True) -> Any:
+                     returns: bool = True, busy: object = None) -> Any:
+        """The first row (when `returns`); `busy` instead when the row stayed locked."""
         try:
             async with self._connection() as conn:
                 cursor = await conn.execute(query, params)
@@ -157,8 +158,10 @@ class PostgresStore:
                 if time.monotonic() >= self._next_purge:
                     await self._purge(conn)
                 return row
-        except psycopg.errors.LockNotAvailable:
-            raise
+        except psycopg.errors.LockNotAvailable as exc:
+            if busy is not None:
+                return busy
+            raise self._unavailable(exc) from None
         except psycopg.Error as exc:
             raise self._unavailable(exc) from None  # the cause could carry connection details
 

@@ -11,6 +11,7 @@ Time is the host's wall clock, shared by every process on the host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -197,14 +198,19 @@ class SQLiteStore:
                     outcomes = [_attempt(op, conn) for op, _, _ in batch]
                 else:
                     conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # every caller must hear back, or it would wait forever
             if self._conn is not None and self._conn.in_transaction:
-                self._conn.rollback()
-            outcomes = [self._unavailable(exc)] * len(batch)
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.rollback()
+            outcomes = [exc] * len(batch)
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
         for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, sqlite3.Error):
                 outcome = self._unavailable(outcome)
-            loop.call_soon_threadsafe(_settle, future, outcome)
+            settled.setdefault(loop, []).append((future, outcome))
+        for loop, results in settled.items():  # one wake-up per loop and batch
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, results)
         self._maybe_purge()
 
     def _connection(self) -> sqlite3.Connection:
@@ -245,15 +251,16 @@ class SQLiteStore:
 def _attempt(op: _Op, conn: sqlite3.Connection) -> Any:
     try:
         return op(conn)
-    except sqlite3.Error as exc:
+    except Exception as exc:
         return exc
 
 
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    if future.done():  # the caller was cancelled
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _settle(results: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in results:
+        if future.done():  # the caller was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import itertools
 import os
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from msgkit.errors import MsgkitError
@@ -53,8 +52,7 @@ class ClaimStatus(enum.Enum):
     IN_PROGRESS = "in-progress"
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimResult:
+class ClaimResult(NamedTuple):
     status: ClaimStatus
     token: str | None = None
     """The owner token when ACQUIRED."""
