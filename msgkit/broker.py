@@ -113,6 +113,12 @@ class Broker:
     ) -> Producer:
         """A producer; `required_groups` are created on publish so they keep every message."""
         guarantee = _guarantee(guarantee or self.settings.guarantee)
+        if guarantee is Guarantee.EXACTLY_ONCE:
+            raise ConfigurationError(
+                "a producer cannot be exactly-once on its own in this msgkit version (Kafka "
+                "transactions are not supported yet); send with Guarantee.AT_LEAST_ONCE and "
+                "consume with Guarantee.EXACTLY_ONCE and dedup=msgkit.dedup.Dedup(store_url)"
+            )
         producer = Producer(self, guarantee, required_groups=required_groups, options=options)
         self._producers.append(producer)
         return producer
@@ -136,9 +142,16 @@ class Broker:
         messages held unacknowledged (default: 4 x concurrency, at least 32). `start` is where
         a new group begins: "earliest" (default for named groups) or "latest".
         """
+        chosen = _guarantee(guarantee or self.settings.guarantee)
+        if chosen is Guarantee.EXACTLY_ONCE and dedup is None:
+            raise ConfigurationError(
+                "Guarantee.EXACTLY_ONCE on a consumer means at-least-once delivery plus an "
+                "idempotency store: pass dedup=msgkit.dedup.Dedup('sqlite:///dedup.db') (or a "
+                "redis://, postgresql:// or memory:// store)"
+            )
         return Consumer(
             self, topic, group=group,
-            guarantee=_guarantee(guarantee or self.settings.guarantee),
+            guarantee=chosen,
             concurrency=concurrency or self.settings.concurrency,
             prefetch=prefetch, start=start,
             failure=failure or FailurePolicy(max_attempts=self.settings.max_attempts),
@@ -182,9 +195,4 @@ def _guarantee(value: Guarantee | str) -> Guarantee:
     except ValueError:
         choices = ", ".join(g.value for g in Guarantee)
         raise ConfigurationError(f"unknown guarantee {value!r}; use one of {choices}") from None
-    if guarantee is Guarantee.EXACTLY_ONCE:
-        raise ConfigurationError(
-            "Guarantee.EXACTLY_ONCE needs Kafka transactions or an idempotency store, which this "
-            "msgkit version does not provide yet; use Guarantee.AT_LEAST_ONCE"
-        )
     return guarantee

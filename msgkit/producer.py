@@ -22,8 +22,19 @@ if TYPE_CHECKING:
 V = TypeVar("V")
 
 # Ids are unique per process (random prefix) and cheap (a counter): no uuid per message.
-_ID_PREFIX = os.urandom(8).hex()
+# A forked child draws a new prefix, or it would repeat its parent's ids.
+_ID_PREFIX = ""
 _ID_COUNTER = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count(1)
+
+
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def new_message_id() -> str:

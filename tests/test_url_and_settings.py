@@ -54,9 +54,33 @@ def test_guarantee_default_comes_from_settings(monkeypatch: pytest.MonkeyPatch) 
     assert broker.consumer("t", group="g").describe()["ack"] == "before handler"
 
 
-def test_exactly_once_without_support_is_a_configuration_error() -> None:
+def test_exactly_once_needs_what_it_stands_on() -> None:
     broker = msgkit.connect("memory://")
     with pytest.raises(msgkit.ConfigurationError, match="AT_LEAST_ONCE"):
         broker.producer(guarantee=msgkit.Guarantee.EXACTLY_ONCE)
+    with pytest.raises(msgkit.ConfigurationError, match="dedup="):
+        broker.consumer("t", group="g", guarantee=msgkit.Guarantee.EXACTLY_ONCE)
+    from msgkit.dedup import Dedup
+
+    consumer = broker.consumer("t", group="g", guarantee=msgkit.Guarantee.EXACTLY_ONCE,
+                               dedup=Dedup("memory://"))
+    assert consumer.describe()["ack"] == "after handler"
     with pytest.raises(msgkit.ConfigurationError, match="unknown guarantee"):
         broker.consumer("t", guarantee="twice")  # type: ignore[arg-type]
+
+
+def test_forked_processes_draw_fresh_message_ids() -> None:
+    import os
+
+    from msgkit.producer import new_message_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report one id and leave at once
+        os.write(write, new_message_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    parent_id = new_message_id()
+    assert child_id[:16] != parent_id[:16], "the child kept its parent's id prefix"

@@ -15,7 +15,6 @@ class Ledger:
     confirmations: set[str] = field(default_factory=set)
     cancelled: set[str] = field(default_factory=set)
     dead_lettered: list[str] = field(default_factory=list)
-    processed_keys: set[str] = field(default_factory=set)
     quiet: bool = False
 
     def log(self, service: str, text: str) -> None:
@@ -23,10 +22,3 @@ class Ledger:
         if not self.quiet:
             print(self.lines[-1], flush=True)
 
-    def first_time(self, scope: str, key: str) -> bool:
-        """A service's own processed-keys table: the idempotent-consumer pattern by hand."""
-        entry = f"{scope}/{key}"
-        if entry in self.processed_keys:
-            return False
-        self.processed_keys.add(entry)
-        return True
