@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from msgkit.errors import BrokerUnavailableError, ConfigurationError, InvalidTopicError
 from msgkit_kafka.config import Settings
@@ -118,7 +119,7 @@ def _admin_error(what: str, exc: KafkaException) -> Exception:
     code = err.code() if isinstance(err, KafkaError) else None
     if code in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN):
         return BrokerUnavailableError(f"{what}: {reason}")
-    if code in (KafkaError.INVALID_TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    if code in (KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
                 KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS,
                 KafkaError.POLICY_VIOLATION):
         return ConfigurationError(f"{what}: {reason}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from msgkit.headers import MESSAGE_ID
 from msgkit.message import Message
 
 DUE_AT = "msgkit-kafka-due-at"
@@ -47,6 +48,7 @@ def to_message(record: Any, *, retried: bool) -> Message:
         key.decode("utf-8", "replace") if key is not None else None,
         headers,
         timestamp=stamp / 1000 if kind and stamp > 0 else time.time(),
-        fallback_id=f"{record.topic()}-{record.partition()}-{record.offset()}",
+        fallback_id="" if MESSAGE_ID in headers
+        else f"{record.topic()}-{record.partition()}-{record.offset()}",
         native=record,
     )

@@ -141,6 +141,35 @@ class RabbitMQBackend(Backend):
                 else topology.group_queue(spec.topic, spec.group))
         extra = spec.options.get("queue_arguments")
         args = topology.private_arguments(extra) if private else self.group_arguments(extra)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.connect_timeout
+        while True:
+            try:
+                sub = await self._subscribe(spec, name, args, private)
+            except amqp_errors.ChannelClosed as exc:
+                raise ConfigurationError(
+                    f"RabbitMQ refused to set up queue {name!r} on exchange {spec.topic!r}: "
+                    f"{exc}; an exchange or queue of that name exists with other settings "
+                    "(e.g. another queue_type or ordered_per_key): delete it or match them"
+                ) from exc
+            except BaseException as exc:
+                if not transient(exc):
+                    raise
+                if loop.time() > deadline:
+                    raise BrokerUnavailableError(
+                        f"RabbitMQ at {self.url.redacted} was unavailable while subscribing "
+                        f"for {self.settings.connect_timeout}s: {exc!r}"
+                    ) from None
+                log.info("subscribing to %r failed (%r); trying again", spec.topic, exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._subscriptions.add(sub)
+            return sub
+
+    async def _subscribe(
+        self, spec: SubscriptionSpec, name: str, args: dict[str, Any], private: bool
+    ) -> RabbitMQSubscription:
+        """Channel, prefetch, exchange, queue, binding, consumer: in that order, or nothing."""
         channel = await self._channel(publisher_confirms=False)
         try:
             await channel.set_qos(prefetch_count=spec.prefetch)
@@ -167,22 +196,11 @@ class RabbitMQBackend(Backend):
                 },
             )
             await sub.start(queue, spec.options.get("consumer_arguments"))
-        except BaseException as exc:
+            return sub
+        except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(channel.close(), 5)
-            if isinstance(exc, amqp_errors.ChannelClosed):
-                raise ConfigurationError(
-                    f"RabbitMQ refused to set up queue {name!r} on exchange {spec.topic!r}: "
-                    f"{exc}; an exchange or queue of that name exists with other settings "
-                    "(e.g. another queue_type or ordered_per_key): delete it or match them"
-                ) from exc
-            if transient(exc) and not isinstance(exc, asyncio.CancelledError):
-                raise BrokerUnavailableError(
-                    f"RabbitMQ at {self.url.redacted} became unavailable while subscribing: {exc}"
-                ) from exc
             raise
-        self._subscriptions.add(sub)
-        return sub
 
     def group_arguments(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return topology.group_arguments(self.settings, self.server_major, extra)
@@ -220,12 +238,19 @@ class RabbitMQBackend(Backend):
         timeout = self.settings.connect_timeout
         try:
             async with asyncio.timeout(timeout):
-                await connection.ready()
-                channel = cast(RobustChannel, connection.channel(
-                    publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms,
-                ))
-                await channel
-                return channel
+                while True:
+                    await connection.ready()
+                    channel = cast(RobustChannel, connection.channel(
+                        publisher_confirms=publisher_confirms,
+                        on_return_raises=publisher_confirms,
+                    ))
+                    try:
+                        await channel
+                        return channel
+                    except BaseException as exc:
+                        if not transient(exc):
+                            raise
+                        await asyncio.sleep(0.1)  # the connection dropped meanwhile
         except TimeoutError:
             raise BrokerUnavailableError(
                 f"RabbitMQ at {self.url.redacted} did not open a channel within {timeout}s"

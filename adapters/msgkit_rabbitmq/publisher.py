@@ -198,8 +198,9 @@ class RabbitMQPublisher(Publisher):
             return None
         if isinstance(result, amqp_errors.PublishError):
             reason = getattr(result.frame, "reply_text", None) or "returned"
-            if out.topic in self._declared and self._required:
-                self._declared.discard(out.topic)  # a required queue was deleted: declare again
+            if self._required:
+                # A required queue was deleted under us: declared again on the next publish.
+                self._declared.discard(out.topic)
             return PublishError(
                 f"RabbitMQ could not route a message to topic {out.topic!r} ({reason}): no "
                 "queue is bound to it; start a consumer group first or give the producer "

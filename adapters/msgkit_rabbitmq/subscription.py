@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import aiormq
 from aio_pika import RobustChannel
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustQueue
 
@@ -21,6 +22,7 @@ from msgkit.backend import Delivery, Subscription
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError
 from msgkit.message import Message
 from msgkit_rabbitmq import wire
+from msgkit_rabbitmq.acks import AckBatcher
 
 if TYPE_CHECKING:
     from msgkit_rabbitmq.backend import RabbitMQBackend
@@ -36,7 +38,8 @@ class RabbitMQDelivery(Delivery):
         self._sub = sub
 
     async def ack(self) -> None:
-        self._sub.unacked.discard(self)
+        sub = self._sub
+        sub.unacked.discard(self)
         incoming: AbstractIncomingMessage = self.message.native
         try:
             channel = incoming.channel
@@ -45,7 +48,7 @@ class RabbitMQDelivery(Delivery):
                 f"the channel of message {self.message.id} closed before its ack; "
                 "RabbitMQ delivers it again"
             ) from None
-        await channel.basic_ack(incoming.delivery_tag or 0, wait=False)
+        sub.acks(channel).ack(incoming.delivery_tag or 0)
 
     async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
         sub = self._sub
@@ -80,12 +83,22 @@ class RabbitMQSubscription(Subscription):
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._lost: str | None = None
+        self._acks: AckBatcher | None = None
 
     async def start(self, queue: AbstractRobustQueue, arguments: Mapping[str, Any] | None) -> None:
         self._queue = queue
         self._tag = await queue.consume(self._on_message, arguments=dict(arguments or {}) or None)
 
+    def acks(self, channel: aiormq.abc.AbstractChannel) -> AckBatcher:
+        """The ack batcher of `channel`: delivery tags start again on a reopened channel."""
+        batcher = self._acks
+        if batcher is None or batcher.channel is not channel:
+            batcher = self._acks = AckBatcher(channel)
+        return batcher
+
     async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(Exception):  # a closed channel: dropped in fetch
+            self.acks(incoming.channel).delivered(incoming.delivery_tag or 0)
         self._buffer.append(incoming)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -140,6 +153,8 @@ class RabbitMQSubscription(Subscription):
         # (tag 0, multiple) on the live channel; acks sent before it still count.
         self._buffer.clear()
         self.unacked.clear()
+        if self._acks is not None:
+            await self._acks.flush()  # acks made before the nack below must stay acks
         with contextlib.suppress(Exception):
             channel = await asyncio.wait_for(self._channel.get_underlay_channel(), 1)
             await channel.basic_nack(0, multiple=True, requeue=True, wait=False)

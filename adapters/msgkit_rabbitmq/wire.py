@@ -4,7 +4,8 @@ Out: key -> routing key; headers -> AMQP headers (strings); id -> `message_id`;
 timestamp -> `timestamp` (whole seconds, AMQP's resolution); content-type header ->
 `content_type`; delivery mode 2 (persistent) for confirmed publishing.
 In: the same, plus the attempt: `msgkit-attempt` (copies made by `redeliver`) plus the
-broker's own redeliveries (quorum `x-delivery-count`, or classic `redelivered`).
+broker's own redeliveries (quorum `x-delivery-count` / `x-acquired-count`, or classic
+`redelivered`).
 """
 
 from __future__ import annotations
@@ -110,4 +111,8 @@ def _clean(raw: Mapping[str, Any]) -> tuple[dict[str, str], object, str | None]:
             headers[name] = str(value)
         # arrays and tables from other producers have no str form msgkit could promise
     key = raw.get(KEY_HEADER)
-    return headers, raw.get("x-delivery-count"), key if isinstance(key, str) else None
+    # 3.x counts every return in x-delivery-count; 4.x counts failed deliveries there and
+    # every return in x-acquired-count (4.3+).
+    counts = [c for c in (raw.get("x-delivery-count"), raw.get("x-acquired-count"))
+              if type(c) is int]
+    return headers, max(counts) if counts else None, key if isinstance(key, str) else None

@@ -5,7 +5,8 @@
 2. Consume with ack: a queue preloaded with n messages drained by a msgkit consumer against
    an aio-pika consumer acking each message, both with prefetch `PREFETCH`.
 
-Both sides use the same topology (durable topic exchange, quorum queue bound with '#') and
+Both sides use the same topology (durable topic exchange, a quorum queue - msgkit's default -
+or a classic one, bound with '#') and
 messages of the same size and properties (message id, timestamp, one header). Each run uses
 fresh names and deletes them afterwards.
 """
@@ -15,28 +16,31 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
 
 import msgkit
-from bench.harness import Case
+from bench.harness import Case, Run
 
 BODY = b"x" * 100
 CHUNK = 1000
 PREFETCH = 256
-QUEUE_ARGS = {"x-queue-type": "quorum"}
 
 
 @asynccontextmanager
-async def _topology(url: str) -> AsyncIterator[tuple[str, aio_pika.abc.AbstractChannel]]:
+async def _topology(
+    url: str, queue_type: str
+) -> AsyncIterator[tuple[str, aio_pika.abc.AbstractChannel]]:
     """A fresh exchange + group queue `<topic>.g`, deleted on exit."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     connection = await aio_pika.connect(url)
     channel = await connection.channel()
     exchange = await channel.declare_exchange(topic, aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await channel.declare_queue(f"{topic}.g", durable=True, arguments=QUEUE_ARGS)
+    arguments: dict[str, Any] = {"x-queue-type": queue_type}
+    queue = await channel.declare_queue(f"{topic}.g", durable=True, arguments=arguments)
     await queue.bind(exchange, "#")
     try:
         yield topic, channel
@@ -61,8 +65,9 @@ async def _preload(channel: aio_pika.abc.AbstractChannel, topic: str, n: int) ->
                                for i in range(start, min(n, start + CHUNK))))
 
 
-async def msgkit_publish(url: str, n: int) -> float:
-    async with _topology(url) as (topic, _), msgkit.connect(url) as broker:
+async def msgkit_publish(url: str, n: int, queue_type: str) -> float:
+    async with _topology(url, queue_type) as (topic, _), \
+            msgkit.connect(url, queue_type=queue_type) as broker:
         producer = broker.producer()
         await producer.send(topic, BODY)  # opens the channel, declares the exchange
         start = time.perf_counter()
@@ -71,8 +76,8 @@ async def msgkit_publish(url: str, n: int) -> float:
         return time.perf_counter() - start
 
 
-async def aio_pika_publish(url: str, n: int) -> float:
-    async with _topology(url) as (topic, _):
+async def aio_pika_publish(url: str, n: int, queue_type: str) -> float:
+    async with _topology(url, queue_type) as (topic, _):
         connection = await aio_pika.connect(url)
         try:
             channel = await connection.channel()  # publisher confirms on
@@ -87,10 +92,10 @@ async def aio_pika_publish(url: str, n: int) -> float:
             await connection.close()
 
 
-async def msgkit_consume(url: str, n: int) -> float:
-    async with _topology(url) as (topic, channel):
+async def msgkit_consume(url: str, n: int, queue_type: str) -> float:
+    async with _topology(url, queue_type) as (topic, channel):
         await _preload(channel, topic, n)
-        async with msgkit.connect(url) as broker:
+        async with msgkit.connect(url, queue_type=queue_type) as broker:
             done = asyncio.Event()
             count = 0
 
@@ -107,8 +112,8 @@ async def msgkit_consume(url: str, n: int) -> float:
             return time.perf_counter() - start
 
 
-async def aio_pika_consume(url: str, n: int) -> float:
-    async with _topology(url) as (topic, channel):
+async def aio_pika_consume(url: str, n: int, queue_type: str) -> float:
+    async with _topology(url, queue_type) as (topic, channel):
         await _preload(channel, topic, n)
         connection = await aio_pika.connect(url)
         try:
@@ -133,10 +138,20 @@ async def aio_pika_consume(url: str, n: int) -> float:
             await connection.close()
 
 
+def _with(run: Callable[[str, int, str], Awaitable[float]], queue_type: str) -> Run:
+    return lambda url, n: run(url, n, queue_type)
+
+
 CASES = [
-    Case("rabbitmq confirmed publish", "amqp", "aio-pika gather", msgkit_publish,
-         aio_pika_publish, messages=20_000,
-         notes=f"send_many chunks of {CHUNK} vs gather of {CHUNK} confirmed publishes"),
-    Case("rabbitmq consume+ack", "amqp", "aio-pika consumer", msgkit_consume,
-         aio_pika_consume, messages=20_000, notes=f"prefetch {PREFETCH}, quorum queue"),
+    case
+    for queue_type, rounds in (("quorum", 5), ("classic", 3))
+    for case in (
+        Case(f"rabbitmq confirmed publish ({queue_type})", "amqp", "aio-pika gather",
+             _with(msgkit_publish, queue_type), _with(aio_pika_publish, queue_type),
+             messages=20_000, rounds=rounds,
+             notes=f"send_many chunks of {CHUNK} vs gather of {CHUNK} confirmed publishes"),
+        Case(f"rabbitmq consume+ack ({queue_type})", "amqp", "aio-pika consumer",
+             _with(msgkit_consume, queue_type), _with(aio_pika_consume, queue_type),
+             messages=20_000, rounds=rounds, notes=f"prefetch {PREFETCH}"),
+    )
 ]

@@ -77,7 +77,9 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
     everyone = {o.order_id for o in orders}
     await eventually(lambda: ledger.confirmations == everyone, timeout=60,
                      message="every order paid, reserved and confirmed")
-    refusals = lambda: sum("refused" in line for line in ledger.lines)  # noqa: E731
+    def refusals() -> int:
+        return sum("refused" in line for line in ledger.lines)
+
     await eventually(lambda: refusals() == RETRIES.deliveries, timeout=60,
                      message="the broken receipt tried every time")
     dlq = DeadLetterQueue(broker, topics.orders, "receipts", idle=1.0)

@@ -31,13 +31,14 @@ def _local_server(url: str) -> bool:
 async def test_broker_restart_loses_no_confirmed_message(amqp_url: str, unique_name: str) -> None:
     if not _local_server(amqp_url):
         pytest.skip("needs the local RabbitMQ server and rabbitmqctl to restart it")
-    got = Collector()
+    got, private = Collector(), Collector()
     confirmed: list[str] = []
     stop = asyncio.Event()
     async with msgkit.connect(amqp_url, reconnect_interval=0.5) as consumers, \
             msgkit.connect(amqp_url, reconnect_interval=0.5, publish_timeout=60) as producers:
         consumer = consumers.consumer(unique_name, group="g", concurrency=4)
         await consumer.start(got)
+        await consumers.consumer(unique_name).start(private)  # its queue dies with the node
         producer = producers.producer()
         impatient = producers.producer(publish_timeout=1.0)
         await impatient.send_many(unique_name, [b"warm-up"])  # its channel is open
@@ -66,6 +67,9 @@ async def test_broker_restart_loses_no_confirmed_message(amqp_url: str, unique_n
                              message="publishing resumed by itself")
             await eventually(lambda: len(got.messages) >= restarted + 20, timeout=60,
                              message="consuming resumed by itself")
+            private_before = len(private.messages)
+            await eventually(lambda: len(private.messages) >= private_before + 20, timeout=60,
+                             message="the private queue was declared again and consumed")
         finally:
             stop.set()
             await asyncio.wait_for(publishing, 60)

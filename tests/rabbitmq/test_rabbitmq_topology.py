@@ -196,3 +196,25 @@ async def test_describe_shows_effective_settings_without_password(
         assert producer.native is not None and consumer.native is not None
     async with msgkit.connect(amqp_url) as plain:
         assert not plain.capabilities.ordered_per_key
+
+
+async def test_publish_to_group_reaches_only_that_group(
+    rabbit: msgkit.Broker, unique_name: str
+) -> None:
+    mine, other = Collector(), Collector()
+    await rabbit.consumer(unique_name, group="mine").start(mine)
+    await rabbit.consumer(unique_name, group="other").start(other)
+    publisher = await rabbit.backend.publisher(msgkit.Guarantee.AT_LEAST_ONCE, options={})
+    try:
+        out = msgkit.message.Outgoing(unique_name, b"replayed", "k", {"h": "v"}, "id-1", time.time())
+        await publisher.publish_to_group("mine", [out])
+        [msg] = await mine.wait_for(1)
+        assert (msg.id, msg.key, msg.headers["h"], msg.attempt) == ("id-1", "k", "v", 1)
+        with pytest.raises(msgkit.PublishError) as info:
+            await publisher.publish_to_group("missing", [out])
+        assert info.value.reason == "NO_ROUTE"
+    finally:
+        await publisher.close()
+    await rabbit.producer().send(unique_name, b"sentinel")
+    await other.wait_for(1)
+    assert other.values == [b"sentinel"]
