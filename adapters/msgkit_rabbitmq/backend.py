@@ -131,7 +131,7 @@ class RabbitMQBackend(Backend):
             self, channel, confirm=confirm, required_groups=tuple(required_groups),
             timeout=opts.positive(options, "publish_timeout", self.settings.publish_timeout),
             window=int(opts.positive(options, "publish_window", self.settings.publish_window)),
-            mandatory=bool(options.get("mandatory", True)),
+            mandatory=opts.flag(options, "mandatory", True),
         )
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
@@ -188,7 +188,7 @@ class RabbitMQBackend(Backend):
             await queue.bind(exchange, "#")
             sub = RabbitMQSubscription(
                 self, spec.topic, name, private=private, channel=channel,
-                prefetch=spec.prefetch,
+                prefetch=spec.prefetch, ack_now=spec.guarantee is Guarantee.AT_MOST_ONCE,
                 describe={
                     "url": self.url.redacted, "exchange": spec.topic, "queue": name,
                     "queue_arguments": args, "private": private,

@@ -57,7 +57,7 @@ def parse(url: URL, options: Mapping[str, Any]) -> tuple[Settings, str, dict[str
         )
     settings = Settings(
         queue_type=_choice(options, "queue_type", ("quorum", "classic"), "quorum"),  # type: ignore[arg-type]
-        ordered_per_key=_bool(options, "ordered_per_key", False),
+        ordered_per_key=flag(options, "ordered_per_key", False),
         exchange_type=_choice(options, "exchange_type", ("topic", "fanout"), "topic"),  # type: ignore[arg-type]
         exchange_arguments=_mapping(options, "exchange_arguments"),
         queue_arguments=_mapping(options, "queue_arguments"),
@@ -96,7 +96,7 @@ def positive(options: Mapping[str, Any], name: str, default: float) -> float:
     return value
 
 
-def _bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
+def flag(options: Mapping[str, Any], name: str, default: bool) -> bool:
     raw = options.get(name, default)
     if isinstance(raw, bool):
         return raw

@@ -39,6 +39,13 @@ class RabbitMQDelivery(Delivery):
 
     async def ack(self) -> None:
         sub = self._sub
+        if self not in sub.unacked:
+            if sub.closed:
+                raise BrokerUnavailableError(
+                    f"message {self.message.id} was acked after its consumer closed; "
+                    "RabbitMQ delivers it again"
+                )
+            return  # settled already
         sub.unacked.discard(self)
         incoming: AbstractIncomingMessage = self.message.native
         try:
@@ -48,10 +55,17 @@ class RabbitMQDelivery(Delivery):
                 f"the channel of message {self.message.id} closed before its ack; "
                 "RabbitMQ delivers it again"
             ) from None
-        sub.acks(channel).ack(incoming.delivery_tag or 0)
+        if sub.ack_now:
+            # At-most-once acks before the handler: the ack must be on the wire before the
+            # handler's effects, or a crash right after them would bring the message back.
+            await channel.basic_ack(incoming.delivery_tag or 0)
+        else:
+            sub.acks(channel).ack(incoming.delivery_tag or 0)
 
     async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
         sub = self._sub
+        if self not in sub.unacked and not sub.closed:
+            return  # settled already
         redeliverer = await sub.backend.redeliverer()
         await redeliverer.send_copy(sub.queue_name, sub.private, self.message, delay, headers)
         await self.ack()
@@ -67,6 +81,7 @@ class RabbitMQSubscription(Subscription):
         private: bool,
         channel: RobustChannel,
         prefetch: int,
+        ack_now: bool,
         describe: dict[str, Any],
     ) -> None:
         self.backend = backend
@@ -74,6 +89,7 @@ class RabbitMQSubscription(Subscription):
         self.queue_name = queue_name
         self.private = private
         self.unacked: set[RabbitMQDelivery] = set()
+        self.ack_now = ack_now
         self._channel = channel
         self._prefetch = prefetch
         self._describe = describe
@@ -81,7 +97,7 @@ class RabbitMQSubscription(Subscription):
         self._tag: str | None = None
         self._buffer: deque[AbstractIncomingMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
+        self.closed = False
         self._lost: str | None = None
         self._acks: AckBatcher | None = None
 
@@ -97,8 +113,9 @@ class RabbitMQSubscription(Subscription):
         return batcher
 
     async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
-        with contextlib.suppress(Exception):  # a closed channel: dropped in fetch
-            self.acks(incoming.channel).delivered(incoming.delivery_tag or 0)
+        if not self.ack_now:
+            with contextlib.suppress(Exception):  # a closed channel: dropped in fetch
+                self.acks(incoming.channel).delivered(incoming.delivery_tag or 0)
         self._buffer.append(incoming)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -111,7 +128,7 @@ class RabbitMQSubscription(Subscription):
         while True:
             if self._lost is not None:
                 raise ConsumerLostError(self._lost)
-            if self._closed:
+            if self.closed:
                 return ()
             out: list[RabbitMQDelivery] = []
             while buffer and len(out) < max_messages:
@@ -141,9 +158,9 @@ class RabbitMQSubscription(Subscription):
             waiter.set_result(None)
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._wake()
         self.backend.forget(self)
         with contextlib.suppress(Exception):

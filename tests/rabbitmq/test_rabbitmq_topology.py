@@ -71,6 +71,19 @@ def test_options_split_between_msgkit_and_aio_pika() -> None:
     assert "heartbeat" not in backend._connect_options  # already in the URL
 
 
+def test_amqps_tls_options_pass_through() -> None:
+    url = "amqps://u:p%40ss@rabbit.example:5671/prod?cafile=/etc/ca.pem&ordered_per_key=1"
+    backend = RabbitMQBackend(msgkit.url.URL.parse(url), {"ordered_per_key": "1",
+                                                          "cafile": "/etc/ca.pem",
+                                                          "ssl_context": "ctx"})
+    assert backend._native_url.startswith("amqps://") and "cafile=" in backend._native_url
+    assert "ordered_per_key" not in backend._native_url and "/prod" in backend._native_url
+    assert backend._connect_options["ssl_context"] == "ctx"
+    assert backend.capabilities.ordered_per_key and not RabbitMQBackend.capabilities.ordered_per_key
+    with pytest.raises(msgkit.ConfigurationError, match="several hosts"):
+        msgkit.connect("amqp://h1:5672,h2:5672/")
+
+
 @pytest.mark.parametrize("options", [
     {"queue_type": "stream"}, {"ordered_per_key": "maybe"}, {"publish_timeout": 0},
     {"queue_arguments": "x-max-length=5"},
