@@ -32,9 +32,11 @@ def due_at(record: Any) -> float:
     return 0.0
 
 
-def to_message(record: Any, *, retried: bool) -> Message:
+def to_message(record: Any, retried: bool) -> Message:
     """A msgkit message from a confluent-kafka record; `retried`: it comes from a retry topic."""
-    headers = decode_headers(record.headers())
+    raw = record.headers()
+    headers = {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw} \
+        if raw else {}
     topic: str = record.topic()
     if retried:
         topic = headers.get(ORIGINAL_TOPIC) or topic
