@@ -79,3 +79,22 @@ async def test_purge_deletes_matching_dead_letters(
     assert [m.key for m in await dlq.messages()] == ["b"]
     assert await dlq.purge() == 1
     assert await dlq.messages() == []
+
+
+ORIGIN = {"memory": set(), "amqp": {"exchange", "routing-key", "queue"},
+          "kafka": {"partition", "offset"}}
+
+
+async def test_dead_letters_say_where_the_broker_kept_the_message(
+    msgkit_broker: msgkit.Broker, msgkit_url: str, unique_name: str
+) -> None:
+    await _dead_letter_two(msgkit_broker, unique_name)
+    [dead, _] = await DeadLetterQueue(msgkit_broker, unique_name, "g", idle=1.0).messages()
+    scheme = msgkit_url.split(":", 1)[0]
+    origin = {k.removeprefix(h.DLQ_PREFIX) for k in dead.headers if k.startswith(h.DLQ_PREFIX)}
+    failure = {"original-topic", "group", "exception-type", "exception-message", "traceback",
+               "attempts", "last-failure-at"}
+    assert origin - failure == ORIGIN[scheme]
+    if scheme == "amqp":
+        assert dead.headers[f"{h.DLQ_PREFIX}exchange"] == unique_name
+        assert dead.headers[f"{h.DLQ_PREFIX}routing-key"] == "a"

@@ -62,6 +62,12 @@ class RabbitMQDelivery(Delivery):
         else:
             sub.acks(channel).ack(incoming.delivery_tag or 0)
 
+    @property
+    def origin(self) -> Mapping[str, str]:
+        incoming: AbstractIncomingMessage = self.message.native
+        return {"exchange": incoming.exchange or "", "routing-key": incoming.routing_key or "",
+                "queue": self._sub.queue_name}
+
     async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
         sub = self._sub
         if self not in sub.unacked and not sub.closed:
