@@ -49,9 +49,10 @@ class Settings:
     buffer_messages: int = 0
     """Messages a subscription holds locally (fetched, not yet finished) before it pauses
     its partitions; 0 means max(4 x prefetch, 1024)."""
-    probe_end_offsets: str = "auto"
-    """Find the true end of a partition by reading its last batch, for brokers whose
-    high watermark is wrong (Tansu 0.6). "auto": on when the broker is Tansu."""
+    tansu_workarounds: str = "auto"
+    """Work around Tansu 0.6 (see NOTES.md): find a partition's true end by reading its
+    last batch (its high watermark is wrong), and finish a rebalance before leaving the
+    group (a member leaving mid-rebalance blocks the group). "auto": on for Tansu."""
 
     def merged(self, options: Mapping[str, Any]) -> Settings:
         """These settings updated by the dotless msgkit keys in `options`."""

@@ -53,9 +53,9 @@ class PartitionOffsets:
 
     def uncommitted(self) -> int | None:
         """The commit position if it moved since the last commit, else None."""
-        position = self.position
-        if position is None or position == self.committed:
-            return None
+        position, committed = self.position, self.committed
+        if position is None or (committed is not None and position <= committed):
+            return None  # never move a group's position back
         return position
 
 

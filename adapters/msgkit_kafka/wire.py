@@ -15,12 +15,6 @@ ORIGINAL_TOPIC = "msgkit-kafka-topic"
 _INTERNAL = (DUE_AT, ORIGINAL_TOPIC)
 
 
-def decode_headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
-    if not raw:
-        return {}
-    return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}
-
-
 def due_at(record: Any) -> float:
     """The due time of a retry-topic record (0 when it has none)."""
     for k, v in record.headers() or ():

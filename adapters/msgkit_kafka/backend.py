@@ -1,0 +1,155 @@
+"""`KafkaBackend`: one msgkit connection to a Kafka cluster (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
+from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError
+from msgkit.guarantee import Guarantee
+from msgkit.url import URL
+from msgkit_kafka.config import ClientConfigs, Settings, native_only, split_options
+from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
+from msgkit_kafka.subscription import KafkaSubscription
+from msgkit_kafka.topics import Topics, retry_topic, validate_name
+
+log = logging.getLogger("msgkit.kafka")
+
+_PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition as Java clients
+
+
+class KafkaBackend(Backend):
+    capabilities = Capabilities(
+        persistent=True,
+        ordered_per_key=True,
+        consumer_groups=True,
+        redelivers_unacked=True,
+        replay_from_start=True,
+        delayed_redelivery=True,
+        transactions=False,
+    )
+
+    def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
+        super().__init__(url, options)
+        self.settings: Settings
+        self.configs: ClientConfigs
+        self.settings, self.configs = split_options(url, self.options)
+        self._admin: AdminClient | None = None
+        self._topics: Topics | None = None
+        self._natives: dict[tuple[Guarantee, tuple[tuple[str, str], ...]], NativeProducer] = {}
+        self._subscriptions: set[KafkaSubscription] = set()
+        self._retry_publisher: KafkaPublisher | None = None
+        self._tansu = False
+        self._closed = False
+
+    async def connect(self) -> None:
+        conf = self.configs.for_kind("admin")
+        timeout = self.settings.connect_timeout
+        try:
+            admin = AdminClient(conf)
+        except KafkaException as exc:
+            raise ConfigurationError(f"invalid Kafka settings: {exc}") from exc
+        try:
+            md = await asyncio.to_thread(admin.list_topics, timeout=timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            reason = err.str() if isinstance(err, KafkaError) else str(exc)
+            raise BrokerUnavailableError(
+                f"cannot reach Kafka at {self.url.redacted} within {timeout}s: {reason} "
+                "(option connect_timeout sets the wait)"
+            ) from None
+        self._admin = admin
+        self._topics = Topics(admin, self.settings)
+        quirks = self.settings.tansu_workarounds
+        self._tansu = quirks in ("true", "1", "yes", "on") or (
+            quirks == "auto" and str(md.cluster_id or "").startswith("tansu")
+        )
+        log.debug("connected to Kafka cluster %s (%d brokers)", md.cluster_id, len(md.brokers))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subscriptions):
+            await sub.close()
+        natives, self._natives = list(self._natives.values()), {}
+        for native in natives:
+            await native.close(self.settings.close_timeout)
+
+    def validate_topic(self, topic: str) -> None:
+        validate_name(topic)
+
+    async def publisher(
+        self,
+        guarantee: Guarantee,
+        *,
+        required_groups: Sequence[str] = (),
+        options: Mapping[str, Any],
+    ) -> Publisher:
+        # Kafka keeps every message for its retention whether or not a group exists yet,
+        # so `required_groups` needs nothing beyond the topic itself (created on publish).
+        settings = self.settings.merged(options)
+        return KafkaPublisher(self._native(guarantee, options), self._require_topics(),
+                              settings.close_timeout)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        topics = self._require_topics()
+        settings = self.settings.merged(spec.options)
+        retry = retry_topic(spec.topic, spec.group) if spec.group is not None else None
+        await topics.ensure([spec.topic] + ([retry] if retry else []))
+        conf = self.configs.for_kind("consumer", spec.options)
+        conf["group.id"] = spec.group or f"msgkit-private-{uuid.uuid4().hex}"
+        conf["enable.auto.commit"] = False
+        conf["enable.auto.offset.store"] = False
+        conf.setdefault("auto.offset.reset", "earliest")  # retry topics: never skip a copy
+        limit = settings.buffer_messages or max(4 * spec.prefetch, 1024)
+        try:
+            sub = KafkaSubscription(
+                spec, conf, retry_topic=retry,
+                retry_publisher=self._retry() if retry else None, limit=max(limit, 2),
+                timeout=settings.connect_timeout, close_timeout=settings.close_timeout,
+                tansu=self._admin if self._tansu else None,
+            )
+        except KafkaException as exc:
+            raise ConfigurationError(f"invalid Kafka consumer settings: {exc}") from exc
+        self._subscriptions.add(sub)
+        sub.on_close = self._subscriptions.discard
+        await sub.start(settings.join_timeout)
+        return sub
+
+    def _retry(self) -> KafkaPublisher:
+        if self._retry_publisher is None:
+            self._retry_publisher = KafkaPublisher(
+                self._native(Guarantee.AT_LEAST_ONCE, {}), self._require_topics(),
+                self.settings.close_timeout,
+            )
+        return self._retry_publisher
+
+    def _native(self, guarantee: Guarantee, options: Mapping[str, Any]) -> NativeProducer:
+        if self._closed:
+            raise ClosedError("this Kafka backend is closed")
+        extra = native_only(options)
+        key = (guarantee, tuple(sorted((k, repr(v)) for k, v in extra.items())))
+        native = self._natives.get(key)
+        if native is None:
+            conf = {**_PRODUCER_DEFAULTS, **self.configs.for_kind("producer", extra)}
+            native = self._natives[key] = NativeProducer(guarantee, producer_config(guarantee, conf))
+        return native
+
+    def _require_topics(self) -> Topics:
+        if self._topics is None:
+            raise ClosedError("the Kafka backend is not connected; use `async with msgkit.connect(...)`")
+        return self._topics
+
+    @property
+    def native(self) -> AdminClient | None:
+        """The `AdminClient` (topics, groups, configs) once connected."""
+        return self._admin
+

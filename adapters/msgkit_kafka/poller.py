@@ -1,0 +1,492 @@
+"""The consumer thread: the only thread that calls the confluent-kafka `Consumer`.
+
+confluent-kafka serialises calls into one Consumer (a call from another thread waits for
+`poll` to return), so everything the consumer does runs here: polling, pausing, commits,
+rebalance callbacks. Records go to the event loop in batches (`call_soon_threadsafe`);
+the loop only updates counters and the offset tracker.
+
+- Backpressure: when `sent - finished` (records handed to the loop and not finished)
+  reaches the buffer limit, no more records are taken until the loop drained half of
+  them; if that takes longer than PAUSE_AFTER, every assigned partition is paused (and
+  resumed once drained). Memory stays bounded: our buffer by `buffer_messages`,
+  librdkafka's by `queued.max.messages.kbytes`.
+- Retry topic: a copy whose due time has not come is held here with the rest of its
+  partition, which is paused until then (the main topic flows on; nothing busy-loops).
+- Rebalance: before partitions are given up, the finished part of their work is committed;
+  their buffered records become stale and their late acks are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from msgkit.errors import ConsumerLostError
+from msgkit_kafka.offsets import Key, OffsetTracker, PartitionOffsets
+from msgkit_kafka.wire import due_at, to_message
+
+if TYPE_CHECKING:
+    from msgkit_kafka.subscription import KafkaDelivery, KafkaSubscription
+
+log = logging.getLogger("msgkit.kafka")
+
+POLL_SECONDS = 0.05
+AMO_POLL_SECONDS = 0.005
+"""At-most-once consumers wait for a commit per batch: poll() returns sooner for them."""
+"""Longest wait inside the client; also how soon pause/resume/commit/stop take effect."""
+COMMIT_SECONDS = 0.2
+"""Commits of finished work are batched this long (forced on rebalance and close)."""
+BATCH = 500
+SETTLE_SECONDS = 5.0
+PAUSE_AFTER = 0.5
+"""A full buffer first only stops taking records (librdkafka's bounded prefetch queue
+holds the rest); partitions are paused when it stays full this long, so rebalances are
+served again. A pause is not free: resuming makes the broker send the data again."""
+_IGNORED = (KafkaError._PARTITION_EOF,)
+
+
+class Poller:
+    def __init__(
+        self,
+        sub: KafkaSubscription,
+        conf: dict[str, Any],
+        *,
+        topic: str,
+        retry_topic: str | None,
+        group: str | None,
+        start: str,
+        limit: int,
+        timeout: float,
+        tansu: AdminClient | None,
+        make: type[KafkaDelivery],
+    ) -> None:
+        self.sub = sub
+        self._make = make
+        self.topic = topic
+        self.retry_topic = retry_topic
+        self.group = group
+        self.start_from = start
+        self.timeout = timeout
+        self.tansu = tansu
+        """Set (the backend's AdminClient) when Tansu's quirks need working around."""
+        self._rebalancing = False
+        self.tracker = OffsetTracker()
+        self.sent = 0
+        """Records handed to the loop (written here only; `sub.finished` is the loop's)."""
+        self._high = limit
+        self.low = limit // 2
+        self.blocked = False
+        """The loop holds `limit` records: take no more until it drained to `low`."""
+        self.flow_paused = False
+        """Blocked for longer than PAUSE_AFTER: every partition is paused."""
+        self._blocked_since = 0.0
+        self.wake = threading.Event()
+        """Set by the loop when a blocked backlog fell to `low` or a command is queued."""
+        self._commands: deque[tuple[list[tuple[PartitionOffsets, int]], asyncio.Future[bool]]]
+        self._commands = deque()
+        self._poll_seconds = POLL_SECONDS
+        self._paused: set[Key] = set()
+        self._held: dict[Key, deque[Any]] = {}
+        self._stop = threading.Event()
+        self._joined = False
+        self._last_commit = 0.0
+        self._fatal: KafkaError | None = None
+        self._user_error_cb: Callable[[KafkaError], None] | None = conf.get("error_cb")
+        self.conf = {**conf, "error_cb": self._on_error, "on_commit": self._on_commit}
+        strategy = str(conf.get("partition.assignment.strategy", ""))
+        self._cooperative = "cooperative" in strategy
+        self.consumer = Consumer(self.conf)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name=f"msgkit-kafka-{topic}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer = self.consumer
+        error: BaseException | None = None
+        try:
+            self._begin()
+            while not self._stop.is_set():
+                if self._fatal is not None:
+                    raise ConsumerLostError(f"Kafka dropped the consumer: {self._fatal.str()}")
+                self._flow()
+                wait = self._release_due()
+                if self._commands:
+                    self._run_commands()
+                if self.blocked:  # the loop's buffer is full: wake as soon as it drained
+                    if self.wake.wait(wait):
+                        self.wake.clear()
+                    if not self.flow_paused:
+                        continue  # within PAUSE_AFTER: librdkafka's own queue is the buffer
+                    record = consumer.poll(0)  # paused: still serve rebalances
+                else:
+                    record = consumer.poll(wait)
+                if record is not None:
+                    records = [record]
+                    room = min(BATCH, self._high - (self.sent - self.sub.finished))
+                    if room > 1:
+                        records.extend(consumer.consume(room - 1, 0))
+                    self._take(records)
+                self._commit()
+            self._commit(force=True, sync=True)
+            if self.tansu is not None and self.group is not None:
+                self._settle()
+        except BaseException as exc:  # the loop learns it from fetch()
+            error = exc
+        finally:
+            try:
+                consumer.close()  # leaves the group; unfinished work goes to other members
+            except Exception:
+                log.exception("closing the Kafka consumer of %r failed", self.topic)
+            self._to_loop(self.sub._on_stopped, error)
+
+    def commit_first(self, positions: list[tuple[PartitionOffsets, int]]) -> asyncio.Future[bool]:
+        """(event loop) Commit these positions now; the future says whether it worked.
+
+        At-most-once consumers commit a batch before its handlers run, so a crash can
+        lose it but never repeat it."""
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._commands.append((positions, future))
+        self._poll_seconds = AMO_POLL_SECONDS  # commands wait for poll() to return
+        self.wake.set()
+        return future
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            positions, future = self._commands.popleft()
+            live = [(part, pos) for part, pos in positions if not part.revoked]
+            ok = True
+            if live:
+                try:
+                    self.consumer.commit(
+                        offsets=[TopicPartition(*part.key, pos) for part, pos in live],
+                        asynchronous=False)
+                except KafkaException as exc:
+                    log.warning("commit before handling failed on %r: %s", self.topic, exc)
+                    ok = False
+                else:
+                    for part, pos in live:
+                        if part.committed is None or pos > part.committed:
+                            part.committed = pos
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, future, ok)
+
+    def _settle(self) -> None:
+        """Tansu 0.6 blocks a group for minutes when a member leaves in the middle of a
+        rebalance: leave only once this member is assigned and the group is STABLE
+        (bounded; records that arrive meanwhile are dropped, uncommitted, for the next
+        owner)."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            if not self._rebalancing and self._joined and self._group_stable():
+                return
+            self.consumer.poll(POLL_SECONDS)
+
+    def _group_stable(self) -> bool:
+        assert self.tansu is not None and self.group is not None
+        try:
+            future = self.tansu.describe_consumer_groups([self.group])[self.group]
+            state = future.result(timeout=self.timeout).state
+        except Exception as exc:  # cannot tell: do not wait for it
+            log.debug("describing group %r failed: %s", self.group, exc)
+            return True
+        return bool(state == ConsumerGroupState.STABLE)
+
+    def _begin(self) -> None:
+        consumer = self.consumer
+        topics = [self.topic] + ([self.retry_topic] if self.retry_topic else [])
+        if self.group is not None:
+            consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                               on_lost=self._on_lost)
+            return
+        # A private consumer has no group to coordinate: assign every partition at once.
+        md = consumer.list_topics(self.topic, timeout=self.timeout)
+        meta = md.topics.get(self.topic)
+        partitions = [TopicPartition(self.topic, p) for p in sorted(meta.partitions)] if meta else []
+        self.tracker.assign((tp.topic, tp.partition) for tp in partitions)
+        if self.start_from == "latest":
+            ends = self._ends(partitions)
+            for tp in partitions:
+                tp.offset = ends[(tp.topic, tp.partition)]
+        else:
+            for tp in partitions:
+                tp.offset = OFFSET_BEGINNING
+        consumer.assign(partitions)
+        self._mark_joined()
+
+    def _take(self, records: list[Any]) -> None:
+        now = time.time()
+        held = self._held
+        parts = self.tracker.parts
+        out: list[KafkaDelivery] = []
+        make = self._make
+        sub = self.sub
+        retry_topic = self.retry_topic
+        last: Key | None = None
+        part = queue = None
+        retried = False
+        for record in records:
+            if record.error() is not None:
+                self._record_error(record.error())
+                continue
+            key = (record.topic(), record.partition())
+            if key != last:  # records come in runs of one partition
+                last = key
+                part = parts.get(key)
+                queue = held.get(key)
+                retried = key[0] == retry_topic
+            if queue is not None:  # behind a copy that is not due yet
+                queue.append(record)
+                continue
+            if retried and due_at(record) > now:
+                queue = held[key] = deque([record])
+                continue
+            if part is not None:
+                offset = record.offset()
+                part.pending.append(offset)
+                out.append(make(to_message(record, retried), sub, part, offset))
+        if out:
+            self.sent += len(out)
+            self._to_loop(sub._on_records, out)
+
+    def _hand(self, out: list[KafkaDelivery]) -> None:
+        for d in out:
+            d.part.pending.append(d.offset)
+        self.sent += len(out)
+        self._to_loop(self.sub._on_records, out)
+
+    def _release_due(self) -> float:
+        """Hands out held retry copies that are due; returns how long poll may wait."""
+        if not self._held:
+            return self._poll_seconds
+        now = time.time()
+        soonest = now + self._poll_seconds
+        out: list[KafkaDelivery] = []
+        parts = self.tracker.parts
+        for key, queue in list(self._held.items()):
+            part = parts.get(key)
+            while queue:
+                due = due_at(queue[0])
+                if due > now:
+                    soonest = min(soonest, due)
+                    break
+                record = queue.popleft()
+                if part is not None:
+                    out.append(self._make(to_message(record, True), self.sub, part,
+                                          record.offset()))
+            if not queue:
+                del self._held[key]
+        if out:
+            self._hand(out)
+        return max(0.001, soonest - now)
+
+    def _flow(self) -> None:
+        outstanding = self.sent - self.sub.finished
+        if self.blocked:
+            if outstanding <= self.low:
+                self.blocked = self.flow_paused = False
+            elif time.monotonic() - self._blocked_since >= PAUSE_AFTER:
+                self.flow_paused = True
+        elif outstanding >= self._high:
+            self.blocked = True
+            self._blocked_since = time.monotonic()
+        assigned = self.tracker.parts.keys()
+        want = set(assigned) if self.flow_paused else set(self._held) & assigned
+        pause = want - self._paused
+        resume = (self._paused & assigned) - want
+        try:
+            if pause:
+                self.consumer.pause([TopicPartition(t, p) for t, p in pause])
+            if resume:
+                self.consumer.resume([TopicPartition(t, p) for t, p in resume])
+        except KafkaException as exc:
+            log.warning("pause/resume of %s failed: %s", self.topic, exc)
+            return
+        self._paused = want
+
+    def _commit(self, *, force: bool = False, sync: bool = False) -> None:
+        if self.group is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_SECONDS:
+            return
+        self._last_commit = now
+        positions = self.tracker.take()
+        if positions:
+            self._commit_positions(positions, sync=sync)
+
+    def _commit_positions(self, positions: list[tuple[Key, int]], *, sync: bool) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions]
+        try:
+            if sync:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("committing offsets of %r failed (will retry): %s", self.topic, exc)
+            self.tracker.commit_failed(positions)
+
+    # -- callbacks, all on this thread (inside poll) ------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalancing = False
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.tracker.assign(keys)
+        for key in keys:
+            self._paused.discard(key)
+            self._held.pop(key, None)
+        try:
+            self._resolve_start(partitions)
+        except KafkaException as exc:
+            log.warning("could not resolve start positions of %r: %s", self.topic, exc)
+        try:
+            if self._cooperative:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
+        finally:
+            self._mark_joined()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        positions = self._forget(partitions)
+        if positions and self.group is not None:
+            self._commit_positions(positions, sync=True)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)  # another member owns them already: commit nothing
+
+    def _forget(self, partitions: list[TopicPartition]) -> list[tuple[Key, int]]:
+        self._rebalancing = True
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        positions = self.tracker.revoke(keys)
+        for key in keys:
+            self._paused.discard(key)
+            self._held.pop(key, None)
+        self._to_loop(self.sub._purge, None)
+        return positions
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        failed = [((tp.topic, tp.partition), tp.offset) for tp in partitions
+                  if err is not None or tp.error is not None]
+        if failed and (err is None or err.code() != KafkaError._NO_OFFSET):
+            log.warning("commit of %r offsets failed (will retry): %s", self.topic,
+                        err or [tp.error for tp in partitions if tp.error])
+            self.tracker.commit_failed(failed)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if self._user_error_cb is not None:
+            self._user_error_cb(err)
+        if err.fatal():
+            self._fatal = err
+        else:
+            log.debug("Kafka consumer of %r: %s", self.topic, err.str())
+
+    def _record_error(self, err: KafkaError) -> None:
+        if err.code() in _IGNORED:
+            return
+        if err.fatal():
+            self._fatal = err
+        else:
+            log.warning("Kafka consumer of %r: %s", self.topic, err.str())
+
+    # -- start positions --------------------------------------------------------------
+
+    def _resolve_start(self, partitions: list[TopicPartition]) -> None:
+        """A new group starting at "latest" gets the current end stored as its position,
+        so whatever is published from now on is kept for it (even if it moves partitions)."""
+        if self.start_from != "latest":
+            return
+        main = [tp for tp in partitions if tp.topic == self.topic]
+        if not main:
+            return
+        query = [TopicPartition(tp.topic, tp.partition) for tp in main]
+        stored = {(tp.topic, tp.partition): tp.offset
+                  for tp in self.consumer.committed(query, timeout=self.timeout)}
+        fresh = [tp for tp in main if stored.get((tp.topic, tp.partition), -1) < 0]
+        if not fresh:
+            return
+        ends = self._ends(fresh)
+        for tp in fresh:
+            tp.offset = ends[(tp.topic, tp.partition)]
+        positions = [((tp.topic, tp.partition), tp.offset) for tp in fresh]
+        self._commit_positions(positions, sync=True)
+        for key, position in positions:
+            self.tracker.mark_committed(key, position)
+
+    def _ends(self, partitions: Iterable[TopicPartition]) -> dict[Key, int]:
+        ends: dict[Key, int] = {}
+        for tp in partitions:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=self.timeout, cached=False
+            )
+            ends[(tp.topic, tp.partition)] = high
+        if self.tansu is not None and any(ends.values()):
+            ends = probe_ends(self.conf, ends, self.timeout)
+        return ends
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _mark_joined(self) -> None:
+        if not self._joined:
+            self._joined = True
+            self._to_loop(self.sub._on_joined, None)
+
+    def _to_loop(self, fn: Callable[[Any], None], arg: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            self._loop.call_soon_threadsafe(fn, arg)
+
+
+def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
+    if not future.done():
+        future.set_result(ok)
+
+
+def probe_ends(conf: dict[str, Any], marks: dict[Key, int], timeout: float) -> dict[Key, int]:
+    """The true end of each partition, read from its last batch.
+
+    Some brokers (Tansu 0.6) report the base offset of the last batch + 1 as the high
+    watermark; reading from just below it finds the real last offset."""
+    probe_conf = {k: v for k, v in conf.items() if k not in ("error_cb", "on_commit")}
+    probe_conf.update({"group.id": f"msgkit-probe-{uuid.uuid4().hex}",
+                       "enable.auto.commit": False, "enable.partition.eof": True})
+    probe = Consumer(probe_conf)
+    ends = dict(marks)
+    waiting = {key for key, high in marks.items() if high > 0}
+    try:
+        probe.assign([TopicPartition(t, p, marks[(t, p)] - 1) for t, p in waiting])
+        deadline = time.monotonic() + min(timeout, 2.0)
+        while waiting and time.monotonic() < deadline:
+            for record in probe.consume(BATCH, 0.1):
+                key: Any = (record.topic(), record.partition())
+                err = record.error()
+                if err is None:
+                    ends[key] = max(ends[key], (record.offset() or 0) + 1)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(key)
+    finally:
+        probe.close()
+    return ends

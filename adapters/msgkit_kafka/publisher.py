@@ -1,0 +1,244 @@
+"""Publishing: a confluent-kafka `Producer` whose delivery reports are served by a thread.
+
+`produce()` only queues (it never blocks), so it is called on the event loop; a thread
+calls `poll()` and hands finished batches back with one `call_soon_threadsafe` per batch.
+(confluent-kafka's own `aio.AIOProducer` cannot carry headers in its batch mode, which
+msgkit needs for every message, and was slower in our measurement: see NOTES.md.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from msgkit.backend import Publisher
+from msgkit.errors import ConfigurationError, PublishError
+from msgkit.guarantee import Guarantee
+from msgkit.message import Outgoing
+from msgkit_kafka.config import redacted
+from msgkit_kafka.topics import Topics, retry_topic, validate_name
+from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
+
+log = logging.getLogger("msgkit.kafka")
+
+_POLL_SECONDS = 0.1
+_YIELD_EVERY = 1000  # produce() calls between chances for other tasks to run
+
+
+def producer_config(guarantee: Guarantee, conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The client settings `guarantee` needs on top of the user's."""
+    out = dict(conf)
+    if guarantee is Guarantee.AT_MOST_ONCE:
+        out.setdefault("acks", 1)
+        out.setdefault("enable.idempotence", False)
+        return out
+    acks = str(out.get("acks", "all")).lower()
+    if acks not in ("all", "-1"):
+        raise ConfigurationError(
+            f"acks={out['acks']!r} cannot give {guarantee.value} publishing; leave acks unset "
+            "(msgkit uses acks=all) or use Guarantee.AT_MOST_ONCE"
+        )
+    out["acks"] = "all"
+    out.setdefault("enable.idempotence", True)
+    return out
+
+
+class _Batch:
+    """Counts the delivery reports of one `publish` call; resolves its future at the end."""
+
+    __slots__ = ("error", "future", "lock", "loop", "remaining")
+
+    def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.remaining = count
+        self.error: tuple[KafkaError, str] | None = None
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.lock = threading.Lock()
+
+    def report(self, err: KafkaError | None, msg: Any) -> None:  # poll thread
+        with self.lock:
+            if err is not None and self.error is None:
+                self.error = (err, msg.topic() or "?")
+            self.remaining -= 1
+            done = self.remaining == 0
+        if done:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def unsent(self, count: int) -> None:  # event loop: these will never be reported
+        with self.lock:
+            self.remaining -= count
+            done = self.remaining == 0
+        if done:
+            self._resolve()
+
+    def _resolve(self) -> None:
+        if self.future.done():
+            return
+        if self.error is None:
+            self.future.set_result(None)
+            return
+        err, topic = self.error
+        self.future.set_exception(
+            PublishError(f"Kafka did not accept a message for {topic!r}: {err.str()}",
+                         reason=err.str())
+        )
+
+
+def _report_unconfirmed(err: KafkaError | None, msg: Any) -> None:  # poll thread
+    if err is not None:
+        log.warning("at-most-once message to %r was lost: %s", msg.topic(), err.str())
+
+
+class NativeProducer:
+    """One confluent-kafka Producer and its poll thread, shared by publishers alike."""
+
+    def __init__(self, guarantee: Guarantee, conf: dict[str, Any]) -> None:
+        self.guarantee = guarantee
+        self.conf = conf
+        try:
+            self.producer = Producer(conf)
+        except KafkaException as exc:
+            raise ConfigurationError(f"invalid Kafka producer settings: {exc}") from exc
+        self._loop = asyncio.get_running_loop()
+        self._stop = threading.Event()
+        self._room: list[asyncio.Future[None]] = []
+        self._flushes: list[tuple[float, asyncio.Future[int]]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._poll, name="msgkit-kafka-producer",
+                                        daemon=True)
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._thread.start()
+
+    def _poll(self) -> None:
+        producer = self.producer
+        try:
+            while not self._stop.is_set():
+                served = producer.poll(_POLL_SECONDS)
+                if served and self._room:
+                    self._loop.call_soon_threadsafe(self._wake_room)
+                if self._flushes:
+                    with self._lock:
+                        flushes, self._flushes = self._flushes, []
+                    for timeout, future in flushes:
+                        left = producer.flush(timeout)
+                        self._loop.call_soon_threadsafe(_set, future, left)
+            left = producer.flush(self._close_timeout)
+            if left:
+                log.warning("%d Kafka messages were still unconfirmed at close", left)
+        except Exception:
+            log.exception("Kafka producer poll thread failed")
+        finally:
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                self._loop.call_soon_threadsafe(_set, self._done, None)
+
+    def _wake_room(self) -> None:
+        room, self._room = self._room, []
+        for future in room:
+            if not future.done():
+                future.set_result(None)
+
+    async def room(self) -> None:
+        """Wait until delivery reports freed space in the local queue (or a short while)."""
+        future = self._loop.create_future()
+        self._room.append(future)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, _POLL_SECONDS)
+
+    async def flush(self, timeout: float) -> int:
+        """Wait (at most `timeout` s) until everything queued is confirmed; returns what is left."""
+        future: asyncio.Future[int] = self._loop.create_future()
+        with self._lock:
+            self._flushes.append((timeout, future))
+        return await future
+
+    async def close(self, timeout: float) -> None:
+        self._close_timeout = timeout
+        self._stop.set()
+        await asyncio.shield(self._done)
+
+    _close_timeout = 30.0
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _set(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class KafkaPublisher(Publisher):
+    def __init__(self, native: NativeProducer, topics: Topics, close_timeout: float) -> None:
+        self._native = native
+        self._topics = topics
+        self._close_timeout = close_timeout
+        self._confirm = native.guarantee is not Guarantee.AT_MOST_ONCE
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        known = self._topics.known
+        if any(out.topic not in known for out in messages):
+            await self._topics.ensure(out.topic for out in messages)
+        native = self._native
+        produce = native.producer.produce
+        if self._confirm:
+            batch = _Batch(len(messages), asyncio.get_running_loop())
+            report = batch.report
+        else:
+            report = _report_unconfirmed
+        for i, out in enumerate(messages):
+            headers: Any = out.headers
+            if type(headers) is not dict:
+                headers = dict(headers)
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key, on_delivery=report,
+                            timestamp=int(out.timestamp * 1000), headers=headers)
+                    break
+                except BufferError:  # local queue full: wait for deliveries, never drop
+                    await native.room()
+                except KafkaException as exc:
+                    if self._confirm:
+                        batch.future.add_done_callback(_retrieve)
+                        batch.unsent(len(messages) - i)
+                    reason = exc.args[0].str() if exc.args else str(exc)
+                    raise PublishError(
+                        f"Kafka refused a message for {out.topic!r}: {reason}", reason=reason
+                    ) from exc
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        if self._confirm:
+            await batch.future
+
+    async def publish_to_group(self, group: str, messages: Sequence[Outgoing]) -> None:
+        """Only `group` receives these: they go to its retry topic, due at once."""
+        validate_name(group)
+        copies = []
+        for out in messages:
+            headers = dict(out.headers)
+            headers[ORIGINAL_TOPIC] = out.topic
+            headers.pop(DUE_AT, None)
+            copies.append(Outgoing(retry_topic(out.topic, group), out.value, out.key, headers,
+                                   out.id, out.timestamp))
+        await self.publish(copies)
+
+    async def close(self) -> None:
+        # The client is shared by the backend; flush what this publisher may have queued.
+        if not self._confirm:
+            left = await self._native.flush(self._close_timeout)
+            if left:
+                log.warning("%d at-most-once Kafka messages unconfirmed at close", left)
+
+    @property
+    def native(self) -> Producer:
+        return self._native.producer
+
+    def describe(self) -> dict[str, Any]:
+        return {"guarantee": self._native.guarantee.value, **redacted(self._native.conf)}

@@ -1,0 +1,291 @@
+"""The event-loop side of a Kafka subscription: a bounded buffer that `fetch` hands out.
+
+Records arrive from the consumer thread (`poller.py`) in batches. `fetch` never holds
+more than `prefetch` unsettled deliveries and takes nothing when cancelled (it removes
+records from the buffer only on its way out). Settling a delivery tells the offset tracker,
+whose contiguous positions the thread commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+
+from msgkit import headers as h
+from msgkit.backend import Delivery, Subscription, SubscriptionSpec
+from msgkit.errors import BrokerUnavailableError, ConsumerLostError, MsgkitError
+from msgkit.guarantee import Guarantee
+from msgkit.message import Message, Outgoing
+from msgkit_kafka.config import redacted
+from msgkit_kafka.offsets import PartitionOffsets
+from msgkit_kafka.poller import Poller
+from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
+
+if TYPE_CHECKING:
+    from msgkit_kafka.publisher import KafkaPublisher
+
+log = logging.getLogger("msgkit.kafka")
+
+
+class KafkaDelivery(Delivery):
+    __slots__ = ("_sub", "offset", "part", "settled")
+
+    def __init__(self, message: Message, sub: KafkaSubscription, part: PartitionOffsets,
+                 offset: int) -> None:
+        self.message = message
+        self._sub = sub
+        self.part = part
+        self.offset = offset
+        self.settled = False
+
+    async def ack(self) -> None:
+        self._sub.settle(self)
+
+    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+        await self._sub.redeliver(self, delay, headers)
+
+    @property
+    def origin(self) -> Mapping[str, str]:
+        """Where Kafka kept it: `partition` and `offset` (and `retry-topic` for a copy)."""
+        record = self.message.native
+        where = {"partition": str(record.partition()), "offset": str(self.offset)}
+        if record.topic() != self.message.topic:
+            where["retry-topic"] = record.topic()
+        return where
+
+
+class KafkaSubscription(Subscription):
+    def __init__(
+        self,
+        spec: SubscriptionSpec,
+        conf: dict[str, Any],
+        *,
+        retry_topic: str | None,
+        retry_publisher: KafkaPublisher | None,
+        limit: int,
+        timeout: float,
+        close_timeout: float,
+        tansu: AdminClient | None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._spec = spec
+        self._prefetch = spec.prefetch
+        self._retry_topic = retry_topic
+        self._commit_first = spec.guarantee is Guarantee.AT_MOST_ONCE and spec.group is not None
+        self._retry_publisher = retry_publisher
+        self._close_timeout = close_timeout
+        self._buffer: deque[KafkaDelivery] = deque()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._unacked = 0
+        self.finished = 0
+        """Deliveries the thread handed over that are settled or dropped (loop-written)."""
+        self._closed = False
+        self._error: BaseException | None = None
+        self._joined: asyncio.Future[None] = self._loop.create_future()
+        self._stopped: asyncio.Future[None] = self._loop.create_future()
+        self._poller = Poller(
+            self, conf, topic=spec.topic, retry_topic=retry_topic, group=spec.group,
+            start=spec.start, limit=limit, timeout=timeout, tansu=tansu,
+            make=KafkaDelivery,
+        )
+        self.on_close: Callable[[KafkaSubscription], None] | None = None
+
+    async def start(self, join_timeout: float) -> None:
+        """Starts the consumer thread; returns once the group join completed."""
+        self._poller.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._joined), join_timeout)
+        except TimeoutError:
+            await self.close()
+            raise BrokerUnavailableError(
+                f"the Kafka consumer of {self._spec.topic!r} (group {self._spec.group!r}) did "
+                f"not join within {join_timeout}s; is the broker reachable?"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    # -- called from the consumer thread via call_soon_threadsafe -------------------------
+
+    def _on_records(self, deliveries: list[KafkaDelivery]) -> None:
+        if self._closed:
+            self.finished += len(deliveries)
+            return
+        self._buffer.extend(deliveries)
+        self._wake()
+
+    def _on_joined(self, _: object) -> None:
+        if not self._joined.done():
+            self._joined.set_result(None)
+
+    def _purge(self, _: object) -> None:
+        """Drops buffered records of partitions this consumer gave up."""
+        kept = deque(d for d in self._buffer if not d.part.revoked)
+        self.finished += len(self._buffer) - len(kept)
+        self._buffer = kept
+
+    def _on_stopped(self, error: BaseException | None) -> None:
+        if error is not None and not self._closed:
+            if not isinstance(error, MsgkitError):
+                log.error("Kafka consumer of %r failed: %r", self._spec.topic, error)
+                error = ConsumerLostError(f"the Kafka consumer of {self._spec.topic!r} "
+                                          f"failed: {error}")
+            self._error = error
+        if not self._joined.done():
+            self._joined.set_exception(self._error or ConsumerLostError("consumer stopped"))
+            self._joined.exception()  # retrieved: start() re-raises it or is gone
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+        self._wake()
+
+    # -- the Subscription contract ------------------------------------------------------
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                return ()
+            room = min(max_messages, self._prefetch - self._unacked)
+            buffer = self._buffer
+            if room > 0 and buffer:
+                out: list[KafkaDelivery] = []
+                stale = 0
+                while buffer and len(out) < room:
+                    d = buffer.popleft()
+                    if d.part.revoked:
+                        stale += 1
+                    else:
+                        out.append(d)
+                self.finished += stale
+                if out and self._commit_first:
+                    out = await self._commit_before_handing_out(out)
+                if out:
+                    self._unacked += len(out)
+                    return out
+                continue
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    async def _commit_before_handing_out(self, out: list[KafkaDelivery]) -> list[KafkaDelivery]:
+        """At-most-once: the group's position passes `out` before any of it is handled."""
+        last: dict[PartitionOffsets, int] = {}
+        for d in out:
+            last[d.part] = d.offset + 1
+        future = self._poller.commit_first(list(last.items()))
+        try:
+            ok = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._buffer.extendleft(reversed(out))  # a cancelled fetch takes nothing
+            raise
+        if not ok:
+            self._buffer.extendleft(reversed(out))
+            await asyncio.sleep(0.1)
+            return []
+        live = [d for d in out if not d.part.revoked]
+        self.finished += len(out) - len(live)
+        return live
+
+    def settle(self, d: KafkaDelivery) -> bool:
+        """Marks `d` finished; False if it was settled already."""
+        if d.settled:
+            return False
+        d.settled = True
+        self._unacked -= 1
+        self.finished += 1
+        d.part.finish(d.offset)
+        poller = self._poller
+        if poller.blocked and poller.sent - self.finished <= poller.low:
+            poller.wake.set()
+        if self._waiters:
+            self._wake()
+        return True
+
+    async def redeliver(self, d: KafkaDelivery, delay: float, headers: Mapping[str, str]) -> None:
+        if d.settled:
+            return
+        msg = d.message
+        if self._retry_publisher is not None and self._retry_topic is not None:
+            # Stored in this group's retry topic before the original is released.
+            wire = dict(headers)
+            wire[ORIGINAL_TOPIC] = msg.topic
+            if delay > 0:
+                wire[DUE_AT] = f"{time.time() + delay:.6f}"
+            await self._retry_publisher.publish(
+                (Outgoing(self._retry_topic, msg.value, msg.key, wire, msg.id, msg.timestamp),)
+            )
+            self.settle(d)
+            return
+        # A private consumer's group ends with it: the copy waits here, not on the broker.
+        d.settled = True
+        self._unacked -= 1
+        again = KafkaDelivery(
+            replace(msg, headers=dict(headers), attempt=msg.attempt + 1,
+                    idempotency_key=headers.get(h.IDEMPOTENCY_KEY)),
+            self, d.part, d.offset,
+        )
+        if delay > 0:
+            self._loop.call_later(delay, self._on_records, [again])
+        else:
+            self._on_records([again])
+        if self._waiters:
+            self._wake()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.finished += len(self._buffer)
+            self._buffer.clear()
+            self._poller.stop()
+            self._wake()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped), self._close_timeout)
+        except TimeoutError:
+            log.warning("the Kafka consumer of %r did not leave its group within %ss",
+                        self._spec.topic, self._close_timeout)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """The (topic, partition) pairs assigned now (a snapshot; never waits)."""
+        return sorted(self._poller.tracker.parts)
+
+    @property
+    def backlog(self) -> int:
+        """Records handed over by the consumer thread and not finished yet."""
+        return self._poller.sent - self.finished
+
+    @property
+    def paused(self) -> bool:
+        """The consumer paused its partitions because the backlog stayed full."""
+        return self._poller.flow_paused
+
+    @property
+    def native(self) -> Consumer:
+        return self._poller.consumer
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "topic": self._spec.topic, "group": self._spec.group,
+            "retry_topic": self._retry_topic, "buffer_messages": self._poller._high,
+            **redacted(self._poller.conf),
+        }

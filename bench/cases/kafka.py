@@ -1,0 +1,175 @@
+"""Kafka: msgkit against raw confluent-kafka written the fast way, same broker, same run.
+
+1. Pipelined at-least-once publishing: `send_many` in chunks vs `produce` with delivery
+   callbacks and one `flush` (both acks=all, idempotence on).
+2. Consume and commit: a msgkit consumer whose handler returns (ack -> contiguous commit)
+   vs a raw loop of `consume` batches with asynchronous commits. Timed from the first to
+   the last message handled, so the group join is not counted on either side.
+
+Every run uses a fresh topic (3 partitions, msgkit's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import msgkit
+from bench.harness import Case
+from msgkit.url import URL
+from msgkit_kafka.config import split_options
+
+PAYLOAD = b"x" * 100
+CHUNK = 10_000
+
+
+def _confs(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same librdkafka settings msgkit's clients get from `url` (producer, consumer)."""
+    _, configs = split_options(URL.parse(url), URL.parse(url).query)
+    producer = configs.for_kind("producer")
+    consumer = configs.for_kind("consumer")
+    for conf in (producer, consumer):
+        conf.pop("logger", None)
+    return producer, consumer
+
+
+def _topic() -> str:
+    return f"bench-{uuid.uuid4().hex[:10]}"
+
+
+async def _create(url: str, topic: str) -> None:
+    async with msgkit.connect(url) as broker:
+        consumer = broker.consumer(topic, group="bench-create")  # creates the topic
+        await consumer.start(_ignore)
+        await consumer.stop()
+
+
+async def _ignore(msg: msgkit.Message) -> None:
+    return None
+
+
+async def msgkit_produce(url: str, n: int) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    async with msgkit.connect(url) as broker:
+        producer = broker.producer()
+        await producer.send(topic, b"warm-up")
+        start = time.perf_counter()
+        for i in range(0, n, CHUNK):
+            await producer.send_many(topic, [PAYLOAD] * min(CHUNK, n - i))
+        return time.perf_counter() - start
+
+
+async def raw_produce(url: str, n: int) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    conf, _ = _confs(url)
+    conf.update({"acks": "all", "enable.idempotence": True})
+    producer = Producer(conf)
+    failed = 0
+
+    def report(err: Any, msg: Any) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+
+    producer.produce(topic, b"warm-up", on_delivery=report)
+    await asyncio.to_thread(producer.flush, 30)
+    start = time.perf_counter()
+    produce = producer.produce
+    for i in range(n):
+        while True:
+            try:
+                produce(topic, PAYLOAD, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    await asyncio.to_thread(producer.flush, 60)
+    elapsed = time.perf_counter() - start
+    assert failed == 0, f"{failed} raw sends failed"
+    return elapsed
+
+
+async def _fill(url: str, topic: str, n: int) -> None:
+    async with msgkit.connect(url) as broker:
+        producer = broker.producer()
+        for i in range(0, n, CHUNK):
+            await producer.send_many(topic, [PAYLOAD] * min(CHUNK, n - i))
+
+
+async def msgkit_consume(url: str, n: int) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    await _fill(url, topic, n)
+    async with msgkit.connect(url) as broker:
+        done = asyncio.Event()
+        count = 0
+        first = last = 0.0
+
+        async def handler(msg: msgkit.Message) -> None:
+            nonlocal count, first, last
+            count += 1
+            if count == 1:
+                first = time.perf_counter()
+            if count == n:
+                last = time.perf_counter()
+                done.set()
+
+        consumer = broker.consumer(topic, group="bench", start="earliest")
+        await consumer.start(handler)
+        await asyncio.wait_for(done.wait(), 120)
+        await consumer.stop()
+        return last - first
+
+
+async def raw_consume(url: str, n: int) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    await _fill(url, topic, n)
+    _, conf = _confs(url)
+    conf.update({"group.id": "bench-raw", "auto.offset.reset": "earliest",
+                 "enable.auto.commit": False})
+    return await asyncio.to_thread(_raw_consume_loop, conf, topic, n)
+
+
+def _raw_consume_loop(conf: dict[str, Any], topic: str, n: int) -> float:
+    consumer = Consumer(conf)
+    consumer.subscribe([topic])
+    count = 0
+    first = 0.0
+    positions: dict[int, int] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while count < n and time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.1)
+            for record in batch:
+                if record.error() is not None:
+                    continue
+                count += 1
+                if count == 1:
+                    first = time.perf_counter()
+                positions[record.partition() or 0] = (record.offset() or 0) + 1
+            if batch and positions:
+                consumer.commit(offsets=[TopicPartition(topic, p, o)
+                                         for p, o in positions.items()], asynchronous=True)
+        last = time.perf_counter()
+    finally:
+        consumer.close()
+    assert count >= n, f"raw consumer got {count} of {n}"
+    return last - first
+
+
+CASES = [
+    Case("kafka produce at-least-once (pipelined)", "kafka", "confluent-kafka",
+         msgkit_produce, raw_produce, messages=100_000,
+         notes="send_many in chunks of 10k vs produce + delivery callbacks + flush"),
+    Case("kafka consume and commit", "kafka", "confluent-kafka",
+         msgkit_consume, raw_consume, messages=100_000,
+         notes="handler + ack (contiguous commits) vs consume() batches + async commits"),
+]

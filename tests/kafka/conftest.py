@@ -1,0 +1,53 @@
+"""Fixtures for the Kafka adapter's own tests (a real broker through `kafka_url`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+import msgkit
+from msgkit_kafka.subscription import KafkaSubscription
+
+Committed = Callable[[str, str, int], Awaitable[int]]
+
+
+@pytest.fixture
+async def kafka(kafka_url: str) -> AsyncIterator[msgkit.Broker]:
+    async with msgkit.connect(kafka_url) as broker:
+        yield broker
+
+
+@pytest.fixture
+async def kafka1(kafka_url: str) -> AsyncIterator[msgkit.Broker]:
+    """Topics with one partition: offsets of all messages are comparable."""
+    async with msgkit.connect(kafka_url, partitions=1) as broker:
+        yield broker
+
+
+@pytest.fixture
+def committed(kafka: msgkit.Broker) -> Committed:
+    """The group's committed offset of a partition (-1001 when none)."""
+
+    async def read(group: str, topic: str, partition: int) -> int:
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition)])
+        [future] = kafka.native.list_consumer_group_offsets([request]).values()
+        result = await asyncio.wrap_future(future)
+        offset: int = result.topic_partitions[0].offset
+        return offset
+
+    return read
+
+
+@pytest.fixture
+def sub_of() -> Callable[[msgkit.Consumer], KafkaSubscription]:
+    """The Kafka subscription behind a started consumer (for its introspection)."""
+
+    def get(consumer: msgkit.Consumer) -> KafkaSubscription:
+        sub = consumer._subscription
+        assert isinstance(sub, KafkaSubscription)
+        return sub
+
+    return get
