@@ -74,17 +74,9 @@ class Message:
         if attempt is None:
             raw = headers.get(h.ATTEMPT)
             attempt = int(raw) if raw is not None and raw.isdigit() else 1
-        return cls(
-            topic=topic,
-            value=value,
-            key=key,
-            headers=headers,
-            id=headers.get(h.MESSAGE_ID) or fallback_id,
-            idempotency_key=headers.get(h.IDEMPOTENCY_KEY),
-            attempt=attempt,
-            timestamp=timestamp,
-            native=native,
-        )
+        get = headers.get  # positional construction: this runs for every received message
+        return cls(topic, value, key, headers, get(h.MESSAGE_ID) or fallback_id,
+                   get(h.IDEMPOTENCY_KEY), attempt, timestamp, native)
 
     @property
     def content_type(self) -> str | None:
