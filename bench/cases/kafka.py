@@ -65,6 +65,15 @@ async def msgkit_produce(url: str, n: int) -> float:
 
 
 async def raw_produce(url: str, n: int) -> float:
+    return await _raw_produce(url, n, with_headers=False)
+
+
+async def raw_produce_with_ids(url: str, n: int) -> float:
+    return await _raw_produce(url, n, with_headers=True)
+
+
+async def _raw_produce(url: str, n: int, *, with_headers: bool) -> float:
+    """`with_headers`: each message gets an id header, as msgkit's do (same bytes on the wire)."""
     topic = _topic()
     await _create(url, topic)
     conf, _ = _confs(url)
@@ -81,10 +90,14 @@ async def raw_produce(url: str, n: int) -> float:
     await asyncio.to_thread(producer.flush, 30)
     start = time.perf_counter()
     produce = producer.produce
+    prefix = uuid.uuid4().hex[:16]
     for i in range(n):
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            [("msgkit-id", f"{prefix}{i:012x}".encode())] if with_headers else None
+        )
         while True:
             try:
-                produce(topic, PAYLOAD, on_delivery=report)
+                produce(topic, PAYLOAD, headers=headers, on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -129,16 +142,25 @@ async def msgkit_consume(url: str, n: int) -> float:
 
 
 async def raw_consume(url: str, n: int) -> float:
+    return await _raw_consume(url, n, read=False)
+
+
+async def raw_consume_reading(url: str, n: int) -> float:
+    return await _raw_consume(url, n, read=True)
+
+
+async def _raw_consume(url: str, n: int, *, read: bool) -> float:
+    """`read`: the loop reads each record's key, value and headers, as a real handler does."""
     topic = _topic()
     await _create(url, topic)
     await _fill(url, topic, n)
     _, conf = _confs(url)
     conf.update({"group.id": "bench-raw", "auto.offset.reset": "earliest",
                  "enable.auto.commit": False})
-    return await asyncio.to_thread(_raw_consume_loop, conf, topic, n)
+    return await asyncio.to_thread(_raw_consume_loop, conf, topic, n, read)
 
 
-def _raw_consume_loop(conf: dict[str, Any], topic: str, n: int) -> float:
+def _raw_consume_loop(conf: dict[str, Any], topic: str, n: int, read: bool) -> float:
     consumer = Consumer(conf)
     consumer.subscribe([topic])
     count = 0
@@ -154,6 +176,8 @@ def _raw_consume_loop(conf: dict[str, Any], topic: str, n: int) -> float:
                 count += 1
                 if count == 1:
                     first = time.perf_counter()
+                if read:
+                    record.key(), record.value(), record.headers()
                 positions[record.partition() or 0] = (record.offset() or 0) + 1
             if batch and positions:
                 consumer.commit(offsets=[TopicPartition(topic, p, o)
@@ -172,4 +196,10 @@ CASES = [
     Case("kafka consume and commit", "kafka", "confluent-kafka",
          msgkit_consume, raw_consume, messages=100_000,
          notes="handler + ack (contiguous commits) vs consume() batches + async commits"),
+    # The same cases against raw loops doing msgkit's per-message work (an id header per
+    # message; reading key, value and headers): what the library itself costs.
+    Case("kafka produce at-least-once, raw with id headers", "kafka", "confluent-kafka+ids",
+         msgkit_produce, raw_produce_with_ids, messages=100_000),
+    Case("kafka consume and commit, raw reading records", "kafka", "confluent-kafka+read",
+         msgkit_consume, raw_consume_reading, messages=100_000),
 ]
