@@ -43,6 +43,20 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Countdown:
+    """A handler that sets `done` once it has been called `n` times."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.done = asyncio.Event()
+
+    async def __call__(self, msg: object) -> None:
+        self.count += 1
+        if self.count == self.n:
+            self.done.set()
+
+
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgkit
-from bench.harness import Case
+from bench.harness import Case, Countdown
 from msgkit.dedup import Dedup, IdempotencyStore, Scope, open_store
 
 REDIS_URL = os.environ.get("MSGKIT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -72,21 +72,14 @@ async def fresh_store(kind: str) -> AsyncIterator[IdempotencyStore]:
 async def _send_to_handler(url: str, n: int, dedup: Dedup | None, concurrency: int = 1) -> float:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     async with msgkit.connect(url) as broker:
-        done = asyncio.Event()
-        count = 0
-
-        async def handler(msg: msgkit.Message) -> None:
-            nonlocal count
-            count += 1
-            if count == n:
-                done.set()
+        handler = Countdown(n)
 
         await broker.consumer(topic, group="g", dedup=dedup, concurrency=concurrency).start(handler)
         producer = broker.producer()
         start = time.perf_counter()
         for _ in range(n):
             await producer.send(topic, b"x" * 100)
-        await done.wait()
+        await handler.done.wait()
         return time.perf_counter() - start
 
 

@@ -18,7 +18,7 @@ from faststream.rabbit.schemas import Channel
 
 import msgkit
 from bench.cases.rabbitmq import BODY, PREFETCH, _preload, _topology
-from bench.harness import Case
+from bench.harness import Case, Countdown
 
 QUEUE_TYPE = "classic"
 
@@ -53,19 +53,12 @@ async def msgkit_consume(url: str, n: int) -> float:
     async with _topology(url, QUEUE_TYPE) as (topic, channel), \
             msgkit.connect(url, queue_type=QUEUE_TYPE) as broker:
         await _preload(channel, topic, n)
-        done = asyncio.Event()
-        count = 0
-
-        async def handler(msg: msgkit.Message) -> None:
-            nonlocal count
-            count += 1
-            if count == n:
-                done.set()
+        handler = Countdown(n)
 
         consumer = broker.consumer(topic, group="g", prefetch=PREFETCH)
         start = time.perf_counter()
         await consumer.start(handler)
-        await done.wait()
+        await handler.done.wait()
         elapsed = time.perf_counter() - start
         await consumer.stop()
         return elapsed

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
 import msgkit
-from bench.harness import Case
+from bench.harness import Case, Countdown
 
 
 async def send_to_handler(url: str, n: int) -> float:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     async with msgkit.connect(url) as broker:
-        done = asyncio.Event()
-        count = 0
-
-        async def handler(msg: msgkit.Message) -> None:
-            nonlocal count
-            count += 1
-            if count == n:
-                done.set()
+        handler = Countdown(n)
 
         consumer = broker.consumer(topic, group="g")
         await consumer.start(handler)
@@ -28,7 +20,7 @@ async def send_to_handler(url: str, n: int) -> float:
         start = time.perf_counter()
         for _ in range(n):
             await producer.send(topic, b"x" * 100)
-        await done.wait()
+        await handler.done.wait()
         return time.perf_counter() - start
 
 

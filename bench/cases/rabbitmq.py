@@ -23,7 +23,7 @@ from typing import Any
 import aio_pika
 
 import msgkit
-from bench.harness import Case, Run
+from bench.harness import Case, Countdown, Run
 
 BODY = b"x" * 100
 CHUNK = 1000
@@ -96,19 +96,12 @@ async def msgkit_consume(url: str, n: int, queue_type: str) -> float:
     async with _topology(url, queue_type) as (topic, channel):
         await _preload(channel, topic, n)
         async with msgkit.connect(url, queue_type=queue_type) as broker:
-            done = asyncio.Event()
-            count = 0
-
-            async def handler(msg: msgkit.Message) -> None:
-                nonlocal count
-                count += 1
-                if count == n:
-                    done.set()
+            handler = Countdown(n)
 
             start = time.perf_counter()
             consumer = broker.consumer(topic, group="g", prefetch=PREFETCH)
             await consumer.start(handler)
-            await done.wait()
+            await handler.done.wait()
             return time.perf_counter() - start
 
 
