@@ -127,3 +127,7 @@ def purge(topic: Topic, group: Group, url: Url = None, exception: Exc = None, ke
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
