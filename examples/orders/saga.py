@@ -97,7 +97,8 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
 
     async def reply(order_id: str, name: str, ok: bool = True, reason: str = "") -> None:
         await producer.send(topics.saga_replies, Reply(order_id=order_id, name=name, ok=ok,
-                                                       reason=reason), key=order_id)
+                                                       reason=reason),
+                            key=order_id, idempotency_key=f"{order_id}-{name}-reply")
 
     async def payment(cmd: Command) -> None:
         if cmd.name == "charge":
