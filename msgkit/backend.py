@@ -56,7 +56,9 @@ class Capabilities:
     delayed_redelivery: bool = True
     """`redeliver(delay=...)` waits without blocking the messages behind it."""
     transactions: bool = False
-    """Publishes and consumed offsets can commit atomically (exactly-once on the broker)."""
+    """Publishes and consumed offsets commit atomically (exactly-once on the broker): an
+    EXACTLY_ONCE subscription offers `transactional_publisher()`, and an EXACTLY_ONCE
+    publisher makes each `publish` call one transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,12 @@ class Subscription(ABC):
     async def close(self) -> None:
         """Stop fetching; unsettled deliveries go back to the group; leave the group."""
 
+    def transactional_publisher(self) -> Publisher | None:
+        """Under EXACTLY_ONCE on a backend with `transactions`: a publisher whose messages
+        become visible only together with this subscription's acknowledgements (one broker
+        transaction), used for what handlers send and for dead letters. None elsewhere."""
+        return None
+
     @property
     def native(self) -> Any:
         """The broker client's consumer object (Kafka `Consumer`, aio-pika `Queue`), if any."""
@@ -139,9 +147,10 @@ class Publisher(ABC):
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         """Publish all `messages`, pipelined, and return when the guarantee is met.
 
-        AT_LEAST_ONCE / EXACTLY_ONCE: every message is confirmed by the broker, or
-        `PublishError` is raised (carrying the broker's reason). AT_MOST_ONCE: handed to the
-        client; no confirmation awaited.
+        AT_LEAST_ONCE: every message is confirmed by the broker, or `PublishError` is raised
+        (carrying the broker's reason). EXACTLY_ONCE (backends with `transactions` only): the
+        same, and the call is one transaction: all of `messages` become visible, or none.
+        AT_MOST_ONCE: handed to the client; no confirmation awaited.
         """
 
     async def publish_to_group(self, group: str, messages: Sequence[Outgoing]) -> None:

@@ -113,11 +113,11 @@ class Broker:
     ) -> Producer:
         """A producer; `required_groups` are created on publish so they keep every message."""
         guarantee = _guarantee(guarantee or self.settings.guarantee)
-        if guarantee is Guarantee.EXACTLY_ONCE:
+        if guarantee is Guarantee.EXACTLY_ONCE and not self.capabilities.transactions:
             raise ConfigurationError(
-                "a producer cannot be exactly-once on its own in this msgkit version (Kafka "
-                "transactions are not supported yet); send with Guarantee.AT_LEAST_ONCE and "
-                "consume with Guarantee.EXACTLY_ONCE and dedup=msgkit.dedup.Dedup(store_url)"
+                f"{self.backend.url.scheme}:// has no transactions, so a producer cannot be "
+                "exactly-once on it: send with Guarantee.AT_LEAST_ONCE and an idempotency_key=, "
+                "and consume with Guarantee.EXACTLY_ONCE and dedup=msgkit.dedup.Dedup(store_url)"
             )
         producer = Producer(self, guarantee, required_groups=required_groups, options=options)
         self._producers.append(producer)
@@ -143,11 +143,12 @@ class Broker:
         a new group begins: "earliest" (default for named groups) or "latest".
         """
         chosen = _guarantee(guarantee or self.settings.guarantee)
-        if chosen is Guarantee.EXACTLY_ONCE and dedup is None:
+        if chosen is Guarantee.EXACTLY_ONCE and dedup is None and not self.capabilities.transactions:
             raise ConfigurationError(
-                "Guarantee.EXACTLY_ONCE on a consumer means at-least-once delivery plus an "
-                "idempotency store: pass dedup=msgkit.dedup.Dedup('sqlite:///dedup.db') (or a "
-                "redis://, postgresql:// or memory:// store)"
+                f"Guarantee.EXACTLY_ONCE on a {self.backend.url.scheme}:// consumer means "
+                "at-least-once delivery plus an idempotency store: pass "
+                "dedup=msgkit.dedup.Dedup('sqlite:///dedup.db') (or a redis://, postgresql:// "
+                "or memory:// store)"
             )
         return Consumer(
             self, topic, group=group,

@@ -3,6 +3,9 @@
 The path of one message: `Subscription.fetch` (backend) -> `Dispatcher` (concurrency, key
 order) -> `Consumer._process` (guarantee: ack before or after the handler) -> handler ->
 `Delivery.ack`, or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
+Under EXACTLY_ONCE the handler's sends wait in an outbox (`msgkit.outbox`) and are published
+after it returned, before the ack; on a backend with transactions they, the dead letters and
+the acks commit together.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from msgkit.backend import Delivery, StartFrom, Subscription, SubscriptionSpec
+from msgkit.backend import Delivery, Publisher, StartFrom, Subscription, SubscriptionSpec
 from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
 from msgkit.dispatch import Dispatcher
@@ -22,6 +25,7 @@ from msgkit.failure import FailurePolicy
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt
 from msgkit.message import Message, Outgoing
+from msgkit.outbox import OUTBOX
 
 if TYPE_CHECKING:
     from msgkit.broker import Broker
@@ -75,6 +79,8 @@ class Consumer:
         self.dedup = dedup
         self._options = dict(options)
         self._ack_first = guarantee is Guarantee.AT_MOST_ONCE
+        self._exactly_once = guarantee is Guarantee.EXACTLY_ONCE
+        self._transaction: Publisher | None = None
         self._handler: Bound | None = None
         self._subscription: Subscription | None = None
         self._dispatcher: Dispatcher | None = None
@@ -94,6 +100,8 @@ class Consumer:
             start=self.start_from, guarantee=self.guarantee, options=self._options,
         )
         self._subscription = await self._broker.backend.subscribe(spec)
+        if self._exactly_once:
+            self._transaction = self._subscription.transactional_publisher()
         self._dispatcher = Dispatcher(
             self._subscription, self._process, concurrency=self.concurrency, prefetch=self.prefetch
         )
@@ -145,6 +153,9 @@ class Consumer:
             "topic": self.topic, "group": self.group, "guarantee": self.guarantee.value,
             "concurrency": self.concurrency, "prefetch": self.prefetch, "start": self.start_from,
             "ack": "before handler" if self._ack_first else "after handler",
+            "sends": ("in the broker transaction, after the handler" if self._transaction
+                      else "after the handler" if self._exactly_once else "at once"),
+            "dedup": repr(self.dedup) if self.dedup is not None else None,
             "client": self._subscription.describe() if self._subscription else {},
         }
 
@@ -162,6 +173,7 @@ class Consumer:
     async def _process(self, delivery: Delivery) -> None:
         msg = delivery.message
         claim: Claim | None = None
+        outbox: list[Outgoing] | None = [] if self._exactly_once else None
         try:
             if self.dedup is not None:
                 claim = await self.dedup.claim(msg, self.group)
@@ -171,13 +183,18 @@ class Consumer:
             if self._ack_first:
                 await delivery.ack()
             try:
-                await self._handler(msg)  # type: ignore[misc]
+                await (self._handler(msg) if outbox is None  # type: ignore[misc]
+                       else self._attempt(msg, outbox))
             except Exception as exc:
                 # at-most-once never runs a handler twice, so no in-process retries there
                 if self._ack_first or not (self.failure.retries and self.failure.retryable(exc)):
                     raise
                 log.info("handler failed on message %s, retrying in process: %r", msg.id, exc)
-                await self.failure.retry_in_process(lambda: self._handler(msg))  # type: ignore[misc]
+                await self.failure.retry_in_process(
+                    lambda: self._handler(msg) if outbox is None  # type: ignore[misc]
+                    else self._attempt(msg, outbox))
+            if outbox:
+                await self._publish_outbox(outbox)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -192,6 +209,22 @@ class Consumer:
                 await delivery.ack()
         except Exception:
             log.exception("could not settle message %s; the broker will redeliver it", msg.id)
+
+    async def _attempt(self, msg: Message, outbox: list[Outgoing]) -> None:
+        """One exactly-once handler attempt: its sends collect in `outbox` (a failed
+        attempt's are dropped when the next one starts)."""
+        outbox.clear()
+        token = OUTBOX.set(outbox)
+        try:
+            await self._handler(msg)  # type: ignore[misc]
+        finally:
+            OUTBOX.reset(token)
+
+    async def _publish_outbox(self, outbox: list[Outgoing]) -> None:
+        if self._transaction is not None:
+            await self._transaction.publish(outbox)
+        else:
+            await self._context_producer().publish_raw(outbox)
 
     async def _release(self, claim: Claim, msg: Message) -> None:
         try:
@@ -211,16 +244,22 @@ class Consumer:
             log.exception("could not retry or dead-letter message %s; left unacknowledged", msg.id)
 
     async def _dead_letter(self, topic: str, msg: Message, headers: Mapping[str, str]) -> None:
-        if self._dead_letters is None:
-            self._dead_letters = self._broker.producer(
-                guarantee=Guarantee.AT_LEAST_ONCE, required_groups=(DLQ_GROUP,)
-            )
         out = Outgoing(topic, msg.value, msg.key, dict(headers), msg.id, time.time())
-        await self._dead_letters.publish_raw((out,))
+        if self._transaction is not None:  # commits with the input's acknowledgement
+            await self._transaction.publish((out,))
+        else:
+            if self._dead_letters is None:
+                self._dead_letters = self._broker.producer(
+                    guarantee=Guarantee.AT_LEAST_ONCE, required_groups=(DLQ_GROUP,)
+                )
+            await self._dead_letters.publish_raw((out,))
         log.error("message %s dead-lettered to %r after %d attempts", msg.id, topic, msg.attempt)
 
     def _context(self, msg: Message) -> Context:
+        return Context(msg, self.group, self._context_producer())
+
+    def _context_producer(self) -> Producer:
         if self._producer is None:
             guarantee = Guarantee.AT_MOST_ONCE if self._ack_first else Guarantee.AT_LEAST_ONCE
             self._producer = self._broker.producer(guarantee=guarantee)
-        return Context(msg, self.group, self._producer)
+        return self._producer

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from msgkit.message import Message
+from msgkit.outbox import OUTBOX, derived_key
 
 if TYPE_CHECKING:
     from msgkit.producer import Producer
@@ -15,8 +16,10 @@ if TYPE_CHECKING:
 class Context:
     """Passed as the handler's second parameter when it has one.
 
-    `producer` sends with the consumer's guarantee; messages sent through it follow the
-    consumer's delivery promise (under exactly-once on Kafka they join its transaction).
+    `send` follows the consumer's delivery promise. Under EXACTLY_ONCE it keeps the messages
+    until the handler returned and publishes them only then (on Kafka inside the transaction
+    that commits the input's offset); each gets an idempotency key derived from the input's
+    (unless given), the same on every redelivery. `producer` sends at once, outside of that.
     """
 
     message: Message
@@ -32,6 +35,15 @@ class Context:
         headers: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> str:
-        return await self.producer.send(
-            topic, value, key=key, headers=headers, idempotency_key=idempotency_key
-        )
+        outbox = OUTBOX.get()
+        if outbox is None:
+            return await self.producer.send(
+                topic, value, key=key, headers=headers, idempotency_key=idempotency_key
+            )
+        if idempotency_key is None:
+            source = self.message.idempotency_key or self.message.id
+            idempotency_key = derived_key(source, len(outbox))
+        out = self.producer.build(topic, value, key=key, headers=headers,
+                                  idempotency_key=idempotency_key)
+        outbox.append(out)
+        return out.id

@@ -103,6 +103,18 @@ class Producer:
             await (self._publisher or await self._open()).publish(batch)
         return [out.id for out in batch]
 
+    def build(
+        self,
+        topic: str,
+        value: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Outgoing:
+        """The message `send` would publish, encoded but not sent (for outboxes)."""
+        return self._outgoing(topic, value, key, headers, idempotency_key)
+
     async def publish_raw(self, messages: Sequence[Outgoing]) -> None:
         """Publish already-built messages as they are (used by dead-lettering and replay)."""
         for out in messages:

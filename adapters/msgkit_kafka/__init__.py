@@ -16,10 +16,13 @@ Options come from the URL query and from `msgkit.connect(url, **options)`:
   `partitions` (3), `replication_factor` (-1: broker default), `create_topics` (true),
   `connect_timeout` (10 s), `join_timeout` (60 s), `close_timeout` (30 s),
   `buffer_messages` (records a consumer holds before pausing its partitions),
-  `tansu_workarounds` (auto: on when the broker is Tansu).
+  `tansu_workarounds` (auto: on when the broker is Tansu), `transactional_id` (exactly-once:
+  a stable id per instance; default a fresh one).
 
 Guarantees: at-least-once publishing uses `acks=all` and `enable.idempotence=true` and
 returns when every message is acknowledged; at-most-once uses `acks=1` and does not wait.
+Exactly-once uses transactions (`transaction.py`): a consumer's batch, what its handlers
+sent and its offsets commit together; a producer commits each `send`/`send_many` call.
 Consumers commit only finished messages, contiguously per partition. `redeliver` writes a
 copy to `<topic>.<group>.retry` (which the group's consumers also read) before the
 original is released; a copy with a delay waits in its paused partition until due.

@@ -19,6 +19,12 @@ from msgkit_kafka.config import ClientConfigs, Settings, native_only, split_opti
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
 from msgkit_kafka.subscription import KafkaSubscription
 from msgkit_kafka.topics import Topics, retry_topic, validate_name
+from msgkit_kafka.transaction import (
+    JoinedPublisher,
+    TransactionalProducer,
+    TransactionalPublisher,
+    transactional_config,
+)
 
 log = logging.getLogger("msgkit.kafka")
 
@@ -33,7 +39,7 @@ class KafkaBackend(Backend):
         redelivers_unacked=True,
         replay_from_start=True,
         delayed_redelivery=True,
-        transactions=False,
+        transactions=True,
     )
 
     def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
@@ -96,6 +102,10 @@ class KafkaBackend(Backend):
         # Kafka keeps every message for its retention whether or not a group exists yet,
         # so `required_groups` needs nothing beyond the topic itself (created on publish).
         settings = self.settings.merged(options)
+        if guarantee is Guarantee.EXACTLY_ONCE:
+            txn = self._transactional("producer", options, settings)
+            await txn.start()
+            return TransactionalPublisher(txn)
         return KafkaPublisher(self._native(guarantee, options), self._require_topics(),
                               settings.close_timeout)
 
@@ -110,14 +120,28 @@ class KafkaBackend(Backend):
         conf["enable.auto.offset.store"] = False
         conf.setdefault("auto.offset.reset", "earliest")  # retry topics: never skip a copy
         limit = settings.buffer_messages or max(4 * spec.prefetch, 1024)
+        txn: TransactionalProducer | None = None
+        retry_publisher: Publisher | None = self._retry() if retry else None
+        if spec.guarantee is Guarantee.EXACTLY_ONCE:
+            if spec.group is None:
+                raise ConfigurationError(
+                    "exactly-once on Kafka commits the consumed offsets in a transaction, "
+                    "which needs a consumer group: pass group= to the consumer"
+                )
+            conf.setdefault("isolation.level", "read_committed")
+            txn = self._transactional(spec.group, {}, settings)
+            await txn.start()
+            retry_publisher = JoinedPublisher(txn)
         try:
             sub = KafkaSubscription(
                 spec, conf, retry_topic=retry,
-                retry_publisher=self._retry() if retry else None, limit=max(limit, 2),
+                retry_publisher=retry_publisher, limit=max(limit, 2),
                 timeout=settings.connect_timeout, close_timeout=settings.close_timeout,
-                tansu=self._admin if self._tansu else None,
+                tansu=self._admin if self._tansu else None, transaction=txn,
             )
         except KafkaException as exc:
+            if txn is not None:
+                await txn.close()
             raise ConfigurationError(f"invalid Kafka consumer settings: {exc}") from exc
         self._subscriptions.add(sub)
         sub.on_close = self._subscriptions.discard
@@ -131,6 +155,17 @@ class KafkaBackend(Backend):
                 self.settings.close_timeout,
             )
         return self._retry_publisher
+
+    def _transactional(self, name: str, options: Mapping[str, Any],
+                       settings: Settings) -> TransactionalProducer:
+        """A transactional producer of its own (a transactional.id is one producer's)."""
+        if self._closed:
+            raise ClosedError("this Kafka backend is closed")
+        conf = {**_PRODUCER_DEFAULTS, **self.configs.for_kind("producer", native_only(options))}
+        return TransactionalProducer(
+            transactional_config(conf, name, settings.transactional_id), self._require_topics(),
+            settings.connect_timeout, settings.close_timeout,
+        )
 
     def _native(self, guarantee: Guarantee, options: Mapping[str, Any]) -> NativeProducer:
         if self._closed:

@@ -49,6 +49,11 @@ class Settings:
     buffer_messages: int = 0
     """Messages a subscription holds locally (fetched, not yet finished) before it pauses
     its partitions; 0 means max(4 x prefetch, 1024)."""
+    transactional_id: str = ""
+    """The `transactional.id` of an exactly-once consumer or producer. Empty: a fresh one
+    per instance. Give each instance a stable one (e.g. `orders-relay-<pod>`) and its
+    restart fences the crashed one at once, instead of readers of its output waiting up to
+    `transaction.timeout.ms` (10 s) for the dead transaction to be aborted."""
     tansu_workarounds: str = "auto"
     """Work around Tansu 0.6 (see NOTES.md): find a partition's true end by reading its
     last batch (its high watermark is wrong), and finish a rebalance before leaving the

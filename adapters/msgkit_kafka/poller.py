@@ -14,6 +14,8 @@ the loop only updates counters and the offset tracker.
   partition, which is paused until then (the main topic flows on; nothing busy-loops).
 - Rebalance: before partitions are given up, the finished part of their work is committed;
   their buffered records become stale and their late acks are ignored.
+- Exactly-once (`transactional`): this thread commits nothing; positions are committed in
+  the subscription's transactions (`transaction.py`), which may ask it to `rewind`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
@@ -76,6 +78,7 @@ class Poller:
         timeout: float,
         tansu: AdminClient | None,
         make: type[KafkaDelivery],
+        transactional: bool = False,
     ) -> None:
         self.sub = sub
         self._make = make
@@ -99,8 +102,10 @@ class Poller:
         self._blocked_since = 0.0
         self.wake = threading.Event()
         """Set by the loop when a blocked backlog fell to `low` or a command is queued."""
-        self._commands: deque[tuple[list[tuple[PartitionOffsets, int]], asyncio.Future[bool]]]
-        self._commands = deque()
+        self.transactional = transactional
+        self._commands: deque[Callable[[], None]] = deque()
+        self._group_metadata: Any = None
+        """Work the loop asked this thread to do between two polls."""
         self._poll_seconds = POLL_SECONDS
         self._paused: set[Key] = set()
         self._held: dict[Key, deque[Any]] = {}
@@ -170,30 +175,65 @@ class Poller:
         At-most-once consumers commit a batch before its handlers run, so a crash can
         lose it but never repeat it."""
         future: asyncio.Future[bool] = self._loop.create_future()
-        self._commands.append((positions, future))
         self._poll_seconds = AMO_POLL_SECONDS  # commands wait for poll() to return
-        self.wake.set()
+        self._command(lambda: self._commit_now(positions, future))
         return future
+
+    def rewind(self, starts: Mapping[PartitionOffsets, int]) -> asyncio.Future[None]:
+        """(event loop) Consume these partitions again from these offsets (an aborted
+        transaction's batch); what was fetched of them after that becomes stale."""
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def run() -> None:
+            parts = self.tracker.parts
+            keys = [part.key for part in starts if parts.get(part.key) is part]
+            self.tracker.assign(keys)
+            for part, offset in starts.items():
+                if part.key in keys:
+                    self._held.pop(part.key, None)
+                    try:
+                        self.consumer.seek(TopicPartition(*part.key, offset))
+                    except KafkaException as exc:  # its next owner starts from the commit
+                        log.warning("rewinding %s failed: %s", part.key, exc)
+            self._to_loop(self.sub._purge, None)
+            self._to_loop(lambda _: _resolve(future, None), None)
+
+        self._command(run)
+        return future
+
+    async def group_metadata(self) -> Any:
+        """The group generation a transaction's offsets are fenced with (taken at each
+        assignment, so asking costs no wait for the consumer thread)."""
+        if self._group_metadata is None:
+            self._group_metadata = await asyncio.to_thread(self.consumer.consumer_group_metadata)
+        return self._group_metadata
+
+    def _command(self, run: Callable[[], None]) -> None:
+        self._commands.append(run)
+        self.wake.set()
 
     def _run_commands(self) -> None:
         while self._commands:
-            positions, future = self._commands.popleft()
-            live = [(part, pos) for part, pos in positions if not part.revoked]
-            ok = True
-            if live:
-                try:
-                    self.consumer.commit(
-                        offsets=[TopicPartition(*part.key, pos) for part, pos in live],
-                        asynchronous=False)
-                except KafkaException as exc:
-                    log.warning("commit before handling failed on %r: %s", self.topic, exc)
-                    ok = False
-                else:
-                    for part, pos in live:
-                        if part.committed is None or pos > part.committed:
-                            part.committed = pos
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_resolve, future, ok)
+            self._commands.popleft()()
+
+    def _commit_now(self, positions: list[tuple[PartitionOffsets, int]],
+                    future: asyncio.Future[bool]) -> None:
+        live = [(part, pos) for part, pos in positions if not part.revoked]
+        ok = True
+        if live:
+            try:
+                self.consumer.commit(
+                    offsets=[TopicPartition(*part.key, pos) for part, pos in live],
+                    asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit before handling failed on %r: %s", self.topic, exc)
+                ok = False
+            else:
+                for part, pos in live:
+                    if part.committed is None or pos > part.committed:
+                        part.committed = pos
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve, future, ok)
 
     def _settle(self) -> None:
         """Tansu 0.6 blocks a group for minutes when a member leaves in the middle of a
@@ -329,7 +369,7 @@ class Poller:
         self._paused = want
 
     def _commit(self, *, force: bool = False, sync: bool = False) -> None:
-        if self.group is None:
+        if self.group is None or self.transactional:
             return
         now = time.monotonic()
         if not force and now - self._last_commit < COMMIT_SECONDS:
@@ -368,12 +408,14 @@ class Poller:
                 consumer.incremental_assign(partitions)
             else:
                 consumer.assign(partitions)
+            if self.transactional:
+                self._group_metadata = consumer.consumer_group_metadata()
         finally:
             self._mark_joined()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         positions = self._forget(partitions)
-        if positions and self.group is not None:
+        if positions and self.group is not None and not self.transactional:
             self._commit_positions(positions, sync=True)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -460,7 +502,7 @@ class Poller:
             self._loop.call_soon_threadsafe(fn, arg)
 
 
-def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
+def _resolve(future: asyncio.Future[Any], ok: Any) -> None:
     if not future.done():
         future.set_result(ok)
 

@@ -3,7 +3,8 @@
 Records arrive from the consumer thread (`poller.py`) in batches. `fetch` never holds
 more than `prefetch` unsettled deliveries and takes nothing when cancelled (it removes
 records from the buffer only on its way out). Settling a delivery tells the offset tracker,
-whose contiguous positions the thread commits.
+whose contiguous positions the thread commits (under exactly-once, the batch's transaction
+commits them instead: see `transaction.py`).
 """
 
 from __future__ import annotations
@@ -14,23 +15,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from msgkit import headers as h
-from msgkit.backend import Delivery, Subscription, SubscriptionSpec
+from msgkit.backend import Delivery, Publisher, Subscription, SubscriptionSpec
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError, MsgkitError
 from msgkit.guarantee import Guarantee
 from msgkit.message import Message, Outgoing
 from msgkit_kafka.config import redacted
 from msgkit_kafka.offsets import PartitionOffsets
 from msgkit_kafka.poller import Poller
+from msgkit_kafka.transaction import BatchTransaction, TransactionalProducer
 from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
-
-if TYPE_CHECKING:
-    from msgkit_kafka.publisher import KafkaPublisher
 
 log = logging.getLogger("msgkit.kafka")
 
@@ -69,11 +68,12 @@ class KafkaSubscription(Subscription):
         conf: dict[str, Any],
         *,
         retry_topic: str | None,
-        retry_publisher: KafkaPublisher | None,
+        retry_publisher: Publisher | None,
         limit: int,
         timeout: float,
         close_timeout: float,
         tansu: AdminClient | None,
+        transaction: TransactionalProducer | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._spec = spec
@@ -94,8 +94,9 @@ class KafkaSubscription(Subscription):
         self._poller = Poller(
             self, conf, topic=spec.topic, retry_topic=retry_topic, group=spec.group,
             start=spec.start, limit=limit, timeout=timeout, tansu=tansu,
-            make=KafkaDelivery,
+            make=KafkaDelivery, transactional=transaction is not None,
         )
+        self._txn = BatchTransaction(transaction, self._poller) if transaction else None
         self.on_close: Callable[[KafkaSubscription], None] | None = None
 
     async def start(self, join_timeout: float) -> None:
@@ -154,6 +155,9 @@ class KafkaSubscription(Subscription):
                 raise self._error
             if self._closed:
                 return ()
+            if self._txn is not None and self._txn.open:
+                await self._txn.finish()  # the batch handed out before commits first
+                continue
             room = min(max_messages, self._prefetch - self._unacked)
             buffer = self._buffer
             if room > 0 and buffer:
@@ -170,6 +174,8 @@ class KafkaSubscription(Subscription):
                     out = await self._commit_before_handing_out(out)
                 if out:
                     self._unacked += len(out)
+                    if self._txn is not None:
+                        self._txn.handed_out(out)
                     return out
                 continue
             waiter = self._loop.create_future()
@@ -207,6 +213,8 @@ class KafkaSubscription(Subscription):
         self._unacked -= 1
         self.finished += 1
         d.part.finish(d.offset)
+        if self._txn is not None:
+            self._txn.settled()
         poller = self._poller
         if poller.blocked and poller.sent - self.finished <= poller.low:
             poller.wake.set()
@@ -245,6 +253,8 @@ class KafkaSubscription(Subscription):
             self._wake()
 
     async def close(self) -> None:
+        if not self._closed and self._txn is not None:
+            await self._end_transaction()
         if not self._closed:
             self._closed = True
             self.finished += len(self._buffer)
@@ -256,8 +266,25 @@ class KafkaSubscription(Subscription):
         except TimeoutError:
             log.warning("the Kafka consumer of %r did not leave its group within %ss",
                         self._spec.topic, self._close_timeout)
+        if self._txn is not None:
+            await self._txn.producer.close()
         if self.on_close is not None:
             self.on_close(self)
+
+    async def _end_transaction(self) -> None:
+        """Commit the last batch if it was handled to the end; else abort it (its messages
+        go to the group's next owner)."""
+        assert self._txn is not None
+        try:
+            if self._unacked == 0:
+                await self._txn.finish()
+            else:
+                await self._txn.abandon()
+        except Exception:
+            log.exception("ending the Kafka transaction of %r failed", self._spec.topic)
+
+    def transactional_publisher(self) -> Publisher | None:
+        return self._retry_publisher if self._txn is not None else None
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -287,5 +314,6 @@ class KafkaSubscription(Subscription):
         return {
             "topic": self._spec.topic, "group": self._spec.group,
             "retry_topic": self._retry_topic, "buffer_messages": self._poller._high,
+            **({"transactions": self._txn.producer.describe()} if self._txn else {}),
             **redacted(self._poller.conf),
         }

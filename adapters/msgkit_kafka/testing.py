@@ -172,3 +172,44 @@ class KafkaTestBroker(TestBroker):
         if binary is not None:
             return f"Tansu ({binary}) starts with the tests"
         return "no Tansu binary: tests need $MSGKIT_TEST_KAFKA_URL or Docker (testcontainers)"
+
+
+def hides_aborted_transactions(url: str, timeout: float = 10.0) -> bool:
+    """Whether the broker at `url` keeps aborted transactional records from read_committed
+    consumers, as Apache Kafka does (Tansu 0.6 does not: it shows them). Exactly-once on
+    Kafka can only be proven on a broker that does."""
+    import uuid
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from msgkit.url import URL
+    from msgkit_kafka.config import split_options
+
+    parsed = URL.parse(url)
+    _, configs = split_options(parsed, parsed.query)
+    common = {k: v for k, v in configs.for_kind("admin").items() if k != "logger"}
+    topic = f"msgkit-isolation-probe-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(common)  # kept alive until its futures resolved
+    for future in admin.create_topics([NewTopic(topic, 1)]).values():
+        future.result(timeout)
+    producer = Producer({**common, "transactional.id": f"msgkit-probe-{uuid.uuid4().hex}"})
+    producer.init_transactions(timeout)
+    for value, commit in ((b"aborted", False), (b"committed", True)):
+        producer.begin_transaction()
+        producer.produce(topic, value)
+        producer.flush(timeout)
+        (producer.commit_transaction if commit else producer.abort_transaction)(timeout)
+    consumer = Consumer({**common, "group.id": f"msgkit-probe-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while b"committed" not in seen and time.monotonic() < deadline:
+            record = consumer.poll(0.2)
+            if record is not None and record.error() is None:
+                seen.append(record.value())
+    finally:
+        consumer.close()
+    return seen == [b"committed"]

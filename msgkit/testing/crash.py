@@ -6,7 +6,13 @@ side effect, `during` the handler (effect written, handler not returned) or `aft
 handler returned (before the acknowledgement or commit reaches the broker, most of the time).
 
     python -m msgkit.testing.crash consume URL TOPIC GROUP GUARANTEE DB KILL_AT PHASE
+    python -m msgkit.testing.crash relay URL TOPIC OUTPUT GROUP KILL_AT PHASE
     python -m msgkit.testing.crash produce URL TOPIC GUARANTEE DB COUNT
+
+`consume` under exactly-once deduplicates with an SQLite store in the same file and writes
+the effect and the key's mark in one SQLite transaction (effectively-once). `relay` is
+exactly-once consume-process-produce: the side effect is a message to OUTPUT whose value is
+the input's id (on Kafka, committed in the consumer's transaction).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgkit
+from msgkit.dedup import Dedup, current_claim
 
 PHASES = ("before", "during", "after")
 END = b"END"
@@ -41,33 +48,84 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _Kills:
+    """Counts handled messages and dies at the chosen one, in the chosen phase."""
+
+    def __init__(self, kill_at: int, phase: str) -> None:
+        self.kill_at, self.phase, self.seen = kill_at, phase, 0
+
+    def next(self) -> bool:
+        self.seen += 1
+        dying = self.seen == self.kill_at
+        if dying and self.phase == "before":
+            _die()
+        return dying
+
+    def effect_done(self, dying: bool) -> None:
+        if dying and self.phase == "during":
+            _die()
+        if dying and self.phase == "after":
+            asyncio.get_running_loop().call_soon(_die)  # once the handler has returned
+
+
 async def consume(url: str, topic: str, group: str, guarantee: str, db_path: str,
                   kill_at: int, phase: str) -> None:
     db = open_db(db_path)
-    seen = 0
+    kills = _Kills(kill_at, phase)
     done = asyncio.Event()
+    exactly_once = msgkit.Guarantee(guarantee) is msgkit.Guarantee.EXACTLY_ONCE
 
     async def handler(msg: msgkit.Message) -> None:
-        nonlocal seen
-        seen += 1
-        dying = seen == kill_at
-        if dying and phase == "before":
-            _die()
-        db.execute("INSERT INTO effects VALUES (?, ?, ?)", (msg.id, os.getpid(), time.time()))
-        if dying and phase == "during":
-            _die()
-        if dying and phase == "after":
-            asyncio.get_running_loop().call_soon(_die)  # once the handler has returned
+        dying = kills.next()
+        if exactly_once:  # the effect and the key's mark commit together
+            claim = current_claim()
+            assert claim is not None
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO effects VALUES (?, ?, ?)", (msg.id, os.getpid(), time.time()))
+            claim.complete_in_sync(db)
+            db.execute("COMMIT")
+        else:
+            db.execute("INSERT INTO effects VALUES (?, ?, ?)", (msg.id, os.getpid(), time.time()))
+        kills.effect_done(dying)
         if msg.value == END:
             done.set()
 
     async with msgkit.connect(url) as broker:
+        # A killed worker's claim blocks its key until the lease ends: handlers here are
+        # instant, so a short lease keeps the run short.
+        dedup = Dedup(f"sqlite:///{db_path}", lease=2.0) if exactly_once else None
         consumer = broker.consumer(topic, group=group, guarantee=msgkit.Guarantee(guarantee),
-                                   prefetch=8)
+                                   prefetch=8, dedup=dedup, **_stable_id(url, group))
         await consumer.start(handler)
         print("ready", flush=True)
         await done.wait()
         await consumer.stop()
+
+
+async def relay(url: str, topic: str, output: str, group: str, kill_at: int,
+                phase: str) -> None:
+    kills = _Kills(kill_at, phase)
+    done = asyncio.Event()
+
+    async def handler(msg: msgkit.Message, ctx: msgkit.Context) -> None:
+        dying = kills.next()
+        await ctx.send(output, msg.id)
+        kills.effect_done(dying)
+        if msg.value == END:
+            done.set()
+
+    async with msgkit.connect(url) as broker:
+        consumer = broker.consumer(topic, group=group, guarantee=msgkit.Guarantee.EXACTLY_ONCE,
+                                   prefetch=8, **_stable_id(url, group))
+        await consumer.start(handler)
+        print("ready", flush=True)
+        await done.wait()
+        await consumer.stop()
+
+
+def _stable_id(url: str, group: str) -> dict[str, str]:
+    """Kafka: each restart fences its killed predecessor's transaction at once."""
+    return {"transactional_id": f"msgkit-crash-{group}"} if url.startswith("kafka") else {}
 
 
 async def produce(url: str, topic: str, guarantee: str, db_path: str, count: int) -> None:
@@ -128,6 +186,9 @@ def main(argv: list[str]) -> None:
     if command == "consume":
         url, topic, group, guarantee, db, kill_at, phase = args
         asyncio.run(consume(url, topic, group, guarantee, db, int(kill_at), phase))
+    elif command == "relay":
+        url, topic, output, group, kill_at, phase = args
+        asyncio.run(relay(url, topic, output, group, int(kill_at), phase))
     elif command == "produce":
         url, topic, guarantee, db, count = args
         asyncio.run(produce(url, topic, guarantee, db, int(count)))

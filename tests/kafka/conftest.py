@@ -12,6 +12,7 @@ import msgkit
 from msgkit_kafka.subscription import KafkaSubscription
 
 Committed = Callable[[str, str, int], Awaitable[int]]
+WaitCommitted = Callable[[str, str, int, int], Awaitable[None]]
 
 
 @pytest.fixture
@@ -39,6 +40,22 @@ def committed(kafka: msgkit.Broker) -> Committed:
         return offset
 
     return read
+
+
+@pytest.fixture
+def wait_committed(committed: Committed) -> WaitCommitted:
+    """Waits (5 s at most) until the group's committed offset of a partition is `want`."""
+
+    async def wait(group: str, topic: str, partition: int, want: int) -> None:
+        seen: list[int] = []
+        for _ in range(100):
+            seen.append(await committed(group, topic, partition))
+            if seen[-1] == want:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"committed offset of {topic} never became {want}: {seen[-5:]}")
+
+    return wait
 
 
 @pytest.fixture

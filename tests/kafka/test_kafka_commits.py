@@ -9,10 +9,12 @@ import msgkit
 from msgkit.testing import Collector, eventually
 
 Committed = Callable[[str, str, int], Awaitable[int]]
+WaitCommitted = Callable[[str, str, int, int], Awaitable[None]]
 
 
 async def test_slow_message_holds_back_later_commits_and_the_group_resumes_there(
-    kafka1: msgkit.Broker, unique_name: str, committed: Committed
+    kafka1: msgkit.Broker, unique_name: str, committed: Committed,
+    wait_committed: WaitCommitted,
 ) -> None:
     release = asyncio.Event()
     done: list[bytes] = []
@@ -28,7 +30,7 @@ async def test_slow_message_holds_back_later_commits_and_the_group_resumes_there
     await eventually(lambda: sorted(done) == [b"m0", b"m2", b"m3", b"m4"], timeout=15,
                      message="all but the slow message handled")
     # Offset 1 (slow) is unfinished: the group may only have committed up to it.
-    await _eventually_committed(committed, "g", unique_name, 1)
+    await wait_committed("g", unique_name, 0, 1)
     task.cancel()  # hard stop: the slow message never finishes here
     await asyncio.gather(task, return_exceptions=True)
     assert await committed("g", unique_name, 0) == 1
@@ -38,18 +40,5 @@ async def test_slow_message_holds_back_later_commits_and_the_group_resumes_there
     got = await again.wait_for(4, timeout=15)
     assert [m.value for m in got] == [b"slow", b"m2", b"m3", b"m4"]
     assert got[0].native.offset() == 1
-    await _eventually_committed(committed, "g", unique_name, 5)
+    await wait_committed("g", unique_name, 0, 5)
 
-
-async def _eventually_committed(committed: Committed, group: str, topic: str, want: int) -> None:
-    seen: list[int] = []
-
-    async def check() -> bool:
-        seen.append(await committed(group, topic, 0))
-        return seen[-1] == want
-
-    for _ in range(100):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"committed offset of {topic} never became {want}: {seen[-5:]}")
