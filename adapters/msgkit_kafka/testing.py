@@ -181,7 +181,8 @@ def hides_aborted_transactions(url: str, timeout: float = 10.0) -> bool:
     import uuid
 
     from confluent_kafka import Consumer, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     from msgkit.url import URL
     from msgkit_kafka.config import split_options
@@ -203,7 +204,7 @@ def hides_aborted_transactions(url: str, timeout: float = 10.0) -> bool:
     consumer = Consumer({**common, "group.id": f"msgkit-probe-{uuid.uuid4().hex}",
                          "isolation.level": "read_committed", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
-    seen: list[bytes] = []
+    seen: list[bytes | None] = []
     deadline = time.monotonic() + timeout
     try:
         while b"committed" not in seen and time.monotonic() < deadline:

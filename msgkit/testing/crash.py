@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgkit
 from msgkit.dedup import Dedup, current_claim
@@ -123,7 +124,7 @@ async def relay(url: str, topic: str, output: str, group: str, kill_at: int,
         await consumer.stop()
 
 
-def _stable_id(url: str, group: str) -> dict[str, str]:
+def _stable_id(url: str, group: str) -> dict[str, Any]:
     """Kafka: each restart fences its killed predecessor's transaction at once."""
     return {"transactional_id": f"msgkit-crash-{group}"} if url.startswith("kafka") else {}
 

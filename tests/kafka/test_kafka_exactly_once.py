@@ -41,7 +41,8 @@ async def test_handler_output_and_consumed_offsets_commit_together(
     # Each output's idempotency key comes from its input: a redone input repeats it.
     assert {m.idempotency_key for m in got} == {f"{i}/0" for i in ids}
     await wait_committed("eos", unique_name, 0, 50)
-    assert sub_of(consumer)._txn is not None and sub_of(consumer)._txn.commits >= 1
+    txn = sub_of(consumer)._txn
+    assert txn is not None and txn.commits >= 1
     client = consumer.describe()["client"]
     assert client["isolation.level"] == "read_committed"
     assert client["transactions"]["transactional.id"].startswith("msgkit-eos-")
