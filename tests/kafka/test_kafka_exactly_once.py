@@ -78,7 +78,8 @@ async def test_dead_letter_commits_with_the_input_offset(
         raise ValueError("not for us")
 
     policy = msgkit.FailurePolicy(non_retryable=(ValueError,))
-    await kafka1.consumer(unique_name, group="eos", guarantee=EOS, failure=policy).start(reject)
+    consumer = kafka1.consumer(unique_name, group="eos", guarantee=EOS, failure=policy)
+    await consumer.start(reject)
     dead = Collector()
     await kafka1.consumer(msgkit.dead_letter_topic(unique_name, "eos"),
                           group=DLQ_GROUP).start(dead)
@@ -86,6 +87,7 @@ async def test_dead_letter_commits_with_the_input_offset(
     [msg] = await dead.wait_for(1, timeout=WAIT)
     assert msg.id == sent and msg.headers[msgkit.headers.DLQ_EXCEPTION_TYPE].endswith("ValueError")
     await wait_committed("eos", unique_name, 0, 1)
+    assert consumer._dead_letters is None, "dead-lettered outside the transaction"
 
 
 async def test_a_failed_commit_aborts_and_the_batch_is_handled_again(

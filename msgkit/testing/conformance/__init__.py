@@ -16,6 +16,7 @@ skipped with that reason; everything else must pass. With the msgkit pytest plug
 
 from msgkit.testing.conformance.bad_input import BadInputContract
 from msgkit.testing.conformance.groups import GroupContract
+from msgkit.testing.conformance.guarantees import GuaranteeContract
 from msgkit.testing.conformance.lifecycle import LifecycleContract
 from msgkit.testing.conformance.ordering import OrderingContract
 from msgkit.testing.conformance.pubsub import PubSubContract
@@ -29,6 +30,7 @@ class ConformanceSuite(
     RedeliveryContract,
     LifecycleContract,
     BadInputContract,
+    GuaranteeContract,
 ):
     """All contracts; subclass it as `Test...` to run it."""
 
@@ -37,6 +39,7 @@ __all__ = [
     "BadInputContract",
     "ConformanceSuite",
     "GroupContract",
+    "GuaranteeContract",
     "LifecycleContract",
     "OrderingContract",
     "PubSubContract",
