@@ -18,7 +18,7 @@ from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
 from msgkit.dispatch import Dispatcher
 from msgkit.errors import ClosedError, ConfigurationError
-from msgkit.failure import FailurePolicy
+from msgkit.failure import FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt
 from msgkit.message import Message, Outgoing
@@ -206,9 +206,15 @@ class Consumer:
             return
         log.warning("handler failed on message %s attempt %d: %r", msg.id, msg.attempt, exc)
         try:
-            await self.failure.handle(delivery, exc, self.group, self._dead_letter)
+            # Retried while this consumer runs; on stop the broker brings the message back.
+            await until_settled(
+                lambda: self.failure.handle(delivery, exc, self.group, self._dead_letter),
+                stopping=lambda: self._dispatcher is None or self._dispatcher.stopping,
+                message_id=msg.id,
+            )
         except Exception:
-            log.exception("could not retry or dead-letter message %s; left unacknowledged", msg.id)
+            log.exception("could not retry or dead-letter message %s before the consumer "
+                          "stopped; left unacknowledged", msg.id)
 
     async def _dead_letter(self, topic: str, msg: Message, headers: Mapping[str, str]) -> None:
         if self._dead_letters is None:
