@@ -205,10 +205,12 @@ class Consumer:
             log.warning("handler failed on message %s (at-most-once: not retried): %r", msg.id, exc)
             return
         log.warning("handler failed on message %s attempt %d: %r", msg.id, msg.attempt, exc)
+        failed_at = time.time()  # the failure's time, however long storing its copy takes
         try:
             # Retried while this consumer runs; on stop the broker brings the message back.
             await until_settled(
-                lambda: self.failure.handle(delivery, exc, self.group, self._dead_letter),
+                lambda: self.failure.handle(delivery, exc, self.group, self._dead_letter,
+                                            failed_at),
                 stopping=lambda: self._dispatcher is None or self._dispatcher.stopping,
                 message_id=msg.id,
             )

@@ -99,11 +99,13 @@ class FailurePolicy:
                 await call()
 
     async def handle(
-        self, delivery: Delivery, exc: BaseException, group: str | None, publish: DeadLetterPublish
+        self, delivery: Delivery, exc: BaseException, group: str | None, publish: DeadLetterPublish,
+        failed_at: float | None = None,
     ) -> None:
-        """Settle a delivery whose handler failed: redeliver later, or dead-letter."""
+        """Settle a delivery whose handler failed (at `failed_at`, default now): redeliver
+        later, or dead-letter."""
         msg = delivery.message
-        now = f"{time.time():.6f}"
+        now = f"{failed_at if failed_at is not None else time.time():.6f}"
         first = msg.headers.get(h.FIRST_FAILURE_AT, now)
         if self.retryable(exc) and msg.attempt < self.deliveries:
             headers = {**msg.headers, h.ATTEMPT: str(msg.attempt + 1), h.FIRST_FAILURE_AT: first}

@@ -179,9 +179,11 @@ class FailureContract:
         await second.start(got)
         await eventually(lambda: [m.id for m in got.failures].count(poison) >= 2, timeout=WAIT,
                          message="the unacknowledged poison message back in the group")
+        healed = time.time()
         outage.active = False
         [msg] = await dead.wait_for(1, timeout=WAIT)
         assert msg.id == poison and msg.value == b"poison"
+        assert float(msg.headers[h.DLQ_LAST_FAILURE_AT]) <= healed, "stamped when stored, not failed"
         await eventually(lambda: second.in_flight == 0, timeout=WAIT,
                          message="the poison message settled once its copy was stored")
 
