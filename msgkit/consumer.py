@@ -21,7 +21,7 @@ from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
 from msgkit.dispatch import Dispatcher
 from msgkit.errors import ClosedError, ConfigurationError
-from msgkit.failure import FailurePolicy
+from msgkit.failure import FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt
 from msgkit.message import Message, Outgoing
@@ -238,10 +238,18 @@ class Consumer:
             log.warning("handler failed on message %s (at-most-once: not retried): %r", msg.id, exc)
             return
         log.warning("handler failed on message %s attempt %d: %r", msg.id, msg.attempt, exc)
+        failed_at = time.time()  # the failure's time, however long storing its copy takes
         try:
-            await self.failure.handle(delivery, exc, self.group, self._dead_letter)
+            # Retried while this consumer runs; on stop the broker brings the message back.
+            await until_settled(
+                lambda: self.failure.handle(delivery, exc, self.group, self._dead_letter,
+                                            failed_at),
+                stopping=lambda: self._dispatcher is None or self._dispatcher.stopping,
+                message_id=msg.id,
+            )
         except Exception:
-            log.exception("could not retry or dead-letter message %s; left unacknowledged", msg.id)
+            log.exception("could not retry or dead-letter message %s before the consumer "
+                          "stopped; left unacknowledged", msg.id)
 
     async def _dead_letter(self, topic: str, msg: Message, headers: Mapping[str, str]) -> None:
         out = Outgoing(topic, msg.value, msg.key, dict(headers), msg.id, time.time())

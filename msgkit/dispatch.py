@@ -38,6 +38,11 @@ class Dispatcher:
         """Deliveries fetched and not yet finished."""
         return self._held
 
+    @property
+    def stopping(self) -> bool:
+        """`stop()` was called: held deliveries finish, no new ones are fetched."""
+        return self._stopping
+
     async def run(self) -> None:
         """Fetch and dispatch until `stop()` or the subscription ends; then finish what is held.
 

@@ -2,12 +2,14 @@
 the broker after delays, then dead-letter. One value, applied in that order by msgkit.
 
 The policy acts only through `Delivery.redeliver` and a publisher, so it is the same on every
-backend. Nothing is dropped: a dead-letter publish that fails leaves the message
-unacknowledged, and the broker brings it back.
+backend. Nothing is dropped: the original is acknowledged only after its retry or dead-letter
+copy was confirmed; a copy that fails is tried again (`until_settled`) while the consumer
+runs, and left unacknowledged for the broker to bring back when it stops.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,14 +17,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from msgkit import headers as h
 from msgkit.backend import Delivery
 from msgkit.errors import DecodeError
 from msgkit.message import Message
 
+log = logging.getLogger("msgkit.failure")
+
 TRACEBACK_LIMIT = 4000
+SETTLE_WAIT_MAX = 5.0
+"""Longest pause between tries to store a failed message's retry or dead-letter copy."""
 
 DeadLetterPublish = Callable[[str, Message, Mapping[str, str]], Awaitable[None]]
 
@@ -86,11 +99,13 @@ class FailurePolicy:
                 await call()
 
     async def handle(
-        self, delivery: Delivery, exc: BaseException, group: str | None, publish: DeadLetterPublish
+        self, delivery: Delivery, exc: BaseException, group: str | None, publish: DeadLetterPublish,
+        failed_at: float | None = None,
     ) -> None:
-        """Settle a delivery whose handler failed: redeliver later, or dead-letter."""
+        """Settle a delivery whose handler failed (at `failed_at`, default now): redeliver
+        later, or dead-letter."""
         msg = delivery.message
-        now = f"{time.time():.6f}"
+        now = f"{failed_at if failed_at is not None else time.time():.6f}"
         first = msg.headers.get(h.FIRST_FAILURE_AT, now)
         if self.retryable(exc) and msg.attempt < self.deliveries:
             headers = {**msg.headers, h.ATTEMPT: str(msg.attempt + 1), h.FIRST_FAILURE_AT: first}
@@ -103,6 +118,30 @@ class FailurePolicy:
         await publish(self.dead_letter_topic(msg.topic, group), msg,
                       dead_letter_headers(msg, exc, group, first, now, delivery.origin))
         await delivery.ack()
+
+
+async def until_settled(
+    settle: Callable[[], Awaitable[None]], *, stopping: Callable[[], bool], message_id: str
+) -> None:
+    """Run `settle` until it succeeds, pausing 0.1 s doubling up to `SETTLE_WAIT_MAX` between
+    tries. Re-raises its last error only once `stopping()` is true: a broker that refuses a
+    copy for a while must neither drop the message nor hold it until the consumer closes."""
+
+    def report(state: RetryCallState) -> None:
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("could not retry or dead-letter message %s (try %d), trying again in "
+                    "%.1fs: %r", message_id, state.attempt_number, wait,
+                    state.outcome.exception() if state.outcome else None)
+
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential_jitter(multiplier=0.1, max=SETTLE_WAIT_MAX, jitter=0.1),
+        stop=lambda _: stopping(),
+        retry=retry_if_exception_type(Exception),
+        before_sleep=report,
+        reraise=True,
+    ):
+        with attempt:
+            await settle()
 
 
 def dead_letter_headers(
@@ -119,8 +158,18 @@ def dead_letter_headers(
         h.DLQ_GROUP: group or "",
         h.DLQ_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
         h.DLQ_EXCEPTION_MESSAGE: str(exc)[:TRACEBACK_LIMIT],
-        h.DLQ_TRACEBACK: "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
+        h.DLQ_TRACEBACK: bounded("".join(traceback.format_exception(exc)), TRACEBACK_LIMIT),
         h.DLQ_ATTEMPTS: str(msg.attempt),
         h.DLQ_LAST_FAILURE_AT: now,
     })
     return headers
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters in the middle: a traceback's head says where the
+    failure entered and its tail what was raised, so both are kept."""
+    if len(text) <= limit:
+        return text
+    cut = "\n[...]\n"
+    head = (limit - len(cut)) // 2
+    return text[:head] + cut + text[len(text) - (limit - len(cut) - head):]

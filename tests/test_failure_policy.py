@@ -1,10 +1,12 @@
 """The failure policy's pieces on the memory backend (every backend runs the conformance ones)."""
 
+import pytest
 from pydantic import BaseModel, ValidationError
 
 import msgkit
 from msgkit import headers as h
 from msgkit.consumer import DLQ_GROUP
+from msgkit.failure import until_settled
 from msgkit.testing import Collector, eventually
 
 
@@ -109,3 +111,29 @@ async def test_without_dead_letter_the_failed_message_is_acknowledged(
     await got.wait_for(1)
     assert len(got.failures) == 1
     assert not memory_broker.native.topic(msgkit.dead_letter_topic(unique_name, "g")).log
+
+
+async def test_until_settled_tries_again_until_the_step_succeeds() -> None:
+    tries = 0
+
+    async def publish() -> None:
+        nonlocal tries
+        tries += 1
+        if tries < 3:
+            raise msgkit.PublishError("dead-letter topic unavailable")
+
+    await until_settled(publish, stopping=lambda: False, message_id="m1")
+    assert tries == 3
+
+
+async def test_until_settled_gives_up_only_once_the_consumer_stops() -> None:
+    tries = 0
+
+    async def publish() -> None:
+        nonlocal tries
+        tries += 1
+        raise msgkit.PublishError("dead-letter topic unavailable")
+
+    with pytest.raises(msgkit.PublishError):
+        await until_settled(publish, stopping=lambda: tries >= 2, message_id="m1")
+    assert tries == 2

@@ -15,6 +15,7 @@ skipped with that reason; everything else must pass. With the msgkit pytest plug
 """
 
 from msgkit.testing.conformance.bad_input import BadInputContract
+from msgkit.testing.conformance.failures import FailureContract
 from msgkit.testing.conformance.groups import GroupContract
 from msgkit.testing.conformance.guarantees import GuaranteeContract
 from msgkit.testing.conformance.lifecycle import LifecycleContract
@@ -28,6 +29,7 @@ class ConformanceSuite(
     GroupContract,
     OrderingContract,
     RedeliveryContract,
+    FailureContract,
     LifecycleContract,
     BadInputContract,
     GuaranteeContract,
@@ -38,6 +40,7 @@ class ConformanceSuite(
 __all__ = [
     "BadInputContract",
     "ConformanceSuite",
+    "FailureContract",
     "GroupContract",
     "GuaranteeContract",
     "LifecycleContract",
