@@ -103,6 +103,13 @@ class Delivery(ABC):
         return self.message.native
 
     @property
+    def stale(self) -> bool:
+        """True once the broker hands this message out again whatever this delivery does
+        (its partition went to another consumer, its transaction was aborted): the core then
+        stops trying to settle it and publishes nothing more for it. Optional."""
+        return False
+
+    @property
     def origin(self) -> Mapping[str, str]:
         """Where the broker kept this message, for dead-letter headers (e.g. Kafka
         `partition`/`offset`, RabbitMQ `exchange`/`routing-key`). Optional."""

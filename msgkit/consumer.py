@@ -21,7 +21,7 @@ from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
 from msgkit.dispatch import Dispatcher
 from msgkit.errors import ClosedError, ConfigurationError
-from msgkit.failure import FailurePolicy, until_settled
+from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt
 from msgkit.message import Message, Outgoing
@@ -193,7 +193,7 @@ class Consumer:
                 await self.failure.retry_in_process(
                     lambda: self._handler(msg) if outbox is None  # type: ignore[misc]
                     else self._attempt(msg, outbox))
-            if outbox:
+            if outbox and not delivery.stale:  # a stale one is redone: its output with it
                 await self._publish_outbox(outbox)
         except asyncio.CancelledError:
             raise
@@ -242,14 +242,21 @@ class Consumer:
         try:
             # Retried while this consumer runs; on stop the broker brings the message back.
             await until_settled(
-                lambda: self.failure.handle(delivery, exc, self.group, self._dead_letter,
-                                            failed_at),
-                stopping=lambda: self._dispatcher is None or self._dispatcher.stopping,
+                lambda: self.failure.handle(delivery, exc, self.group,
+                                            self._dead_letter_for(delivery), failed_at),
+                stopping=lambda: (self._dispatcher is None or self._dispatcher.stopping
+                                  or delivery.stale),
                 message_id=msg.id,
             )
         except Exception:
             log.exception("could not retry or dead-letter message %s before the consumer "
                           "stopped; left unacknowledged", msg.id)
+
+    def _dead_letter_for(self, delivery: Delivery) -> DeadLetterPublish:
+        async def publish(topic: str, msg: Message, headers: Mapping[str, str]) -> None:
+            if not delivery.stale:  # else the broker hands it out again: no dead letter now
+                await self._dead_letter(topic, msg, headers)
+        return publish
 
     async def _dead_letter(self, topic: str, msg: Message, headers: Mapping[str, str]) -> None:
         out = Outgoing(topic, msg.value, msg.key, dict(headers), msg.id, time.time())

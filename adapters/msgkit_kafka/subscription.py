@@ -28,7 +28,7 @@ from msgkit.message import Message, Outgoing
 from msgkit_kafka.config import redacted
 from msgkit_kafka.offsets import PartitionOffsets
 from msgkit_kafka.poller import Poller
-from msgkit_kafka.transaction import BatchTransaction, TransactionalProducer
+from msgkit_kafka.transaction import BatchTransaction, JoinedPublisher, TransactionalProducer
 from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
 
 log = logging.getLogger("msgkit.kafka")
@@ -50,6 +50,11 @@ class KafkaDelivery(Delivery):
 
     async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
         await self._sub.redeliver(self, delay, headers)
+
+    @property
+    def stale(self) -> bool:
+        """Its partition was revoked or rewound (an aborted transaction): it comes again."""
+        return self.part.revoked
 
     @property
     def origin(self) -> Mapping[str, str]:
@@ -96,7 +101,10 @@ class KafkaSubscription(Subscription):
             start=spec.start, limit=limit, timeout=timeout, tansu=tansu,
             make=KafkaDelivery, transactional=transaction is not None,
         )
-        self._txn = BatchTransaction(transaction, self._poller) if transaction else None
+        self._txn = (BatchTransaction(transaction, self._poller, self.settle)
+                     if transaction else None)
+        if isinstance(retry_publisher, JoinedPublisher):  # its failures doom the transaction
+            retry_publisher.transaction = self._txn
         self.on_close: Callable[[KafkaSubscription], None] | None = None
 
     async def start(self, join_timeout: float) -> None:
@@ -284,7 +292,7 @@ class KafkaSubscription(Subscription):
             log.exception("ending the Kafka transaction of %r failed", self._spec.topic)
 
     def transactional_publisher(self) -> Publisher | None:
-        return self._retry_publisher if self._txn is not None else None
+        return self._retry_publisher if self._txn is not None else None  # a JoinedPublisher
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -6,9 +6,11 @@ copies and the dead letters of that batch go into it, and once every delivery of
 is settled, the consumed positions are added (`send_offsets_to_transaction`, fenced by the
 group generation) and the transaction commits before the next batch is handed out.
 
-If the commit fails, or a partition of the batch was revoked meanwhile, the transaction is
-aborted and the batch's partitions are rewound to where the batch began: it is handled
-again, and consumers with `isolation.level=read_committed` never see the aborted output.
+If the commit fails, a publish into the transaction fails (then it cannot commit), or a
+partition of the batch was revoked meanwhile, the transaction is aborted and the batch's
+partitions are rewound to where the batch began: it is handled again, and consumers with
+`isolation.level=read_committed` never see the aborted output. Deliveries of the aborted
+batch still in flight are settled as stale, so nothing more is published for them.
 A consumer that dies leaves its transaction open until `transaction.timeout.ms` (msgkit's
 default: 10 s); the broker then aborts it and the group's next owner redoes the batch.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -129,9 +131,12 @@ class TransactionalProducer:
 class BatchTransaction:
     """The open transaction of one subscription: the batch handed out and its commit."""
 
-    def __init__(self, producer: TransactionalProducer, poller: Poller) -> None:
+    def __init__(self, producer: TransactionalProducer, poller: Poller,
+                 settle: Callable[[KafkaDelivery], bool]) -> None:
         self.producer = producer
         self._poller = poller
+        self._settle = settle
+        self._doomed: BaseException | None = None
         self._batch: list[KafkaDelivery] = []
         self._unsettled = 0
         self._settled = asyncio.Event()
@@ -154,6 +159,13 @@ class BatchTransaction:
     def settled(self) -> None:
         self._unsettled -= 1
         if self._unsettled == 0:
+            self._settled.set()
+
+    def doom(self, exc: BaseException) -> None:
+        """A publish into the open transaction failed: it can only be aborted now, without
+        waiting for the rest of the batch."""
+        if self._batch and self._doomed is None:
+            self._doomed = exc
             self._settled.set()
 
     async def finish(self) -> None:
@@ -183,12 +195,16 @@ class BatchTransaction:
 
     async def _end(self) -> None:
         batch, self._batch = self._batch, []
+        doomed, self._doomed = self._doomed, None
         starts: dict[Any, int] = {}
         for d in batch:
             if d.part not in starts or d.offset < starts[d.part]:
                 starts[d.part] = d.offset
         live = {part: start for part, start in starts.items() if not part.revoked}
-        if len(live) == len(starts):
+        if doomed is not None:
+            log.warning("a publish into the Kafka transaction of %r failed, redoing its batch "
+                        "of %d: %s", self._poller.topic, len(batch), doomed)
+        elif len(live) == len(starts):
             offsets = [TopicPartition(part.key[0], part.key[1], part.position)
                        for part in live if part.position is not None]
             try:
@@ -203,7 +219,11 @@ class BatchTransaction:
                 return
         await self.producer.abort()
         self.aborts += 1
-        await self._poller.rewind({part: start for part, start in live.items()})
+        await self._poller.rewind(live)
+        for d in batch:  # still in flight: made stale by the rewind, settled here
+            self._settle(d)
+        self._unsettled = 0
+        self._settled.set()
 
 
 class JoinedPublisher(Publisher):
@@ -212,10 +232,16 @@ class JoinedPublisher(Publisher):
 
     def __init__(self, producer: TransactionalProducer) -> None:
         self._producer = producer
+        self.transaction: BatchTransaction | None = None
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         assert self._producer.publisher is not None
-        await self._producer.publisher.publish(messages)
+        try:
+            await self._producer.publisher.publish(messages)
+        except Exception as exc:
+            if self.transaction is not None:
+                self.transaction.doom(exc)
+            raise
 
     async def close(self) -> None:
         """The subscription closes its producer."""

@@ -4,16 +4,18 @@ one transaction with the consumed offsets, one transaction per batch."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 import msgkit
 from msgkit.consumer import DLQ_GROUP
-from msgkit.errors import ConfigurationError
+from msgkit.errors import ConfigurationError, PublishError
+from msgkit.message import Outgoing
 from msgkit.testing import Collector, eventually
 from msgkit.testing.conformance.support import WAIT, fast_retries
+from msgkit_kafka.publisher import KafkaPublisher
 from msgkit_kafka.subscription import KafkaSubscription
 from msgkit_kafka.transaction import TransactionalProducer
 
@@ -158,3 +160,35 @@ async def test_consumer_stopped_mid_batch_aborts_and_the_next_member_redoes_it(
     await kafka1.consumer(unique_name, group="eos", guarantee=EOS).start(again)
     assert [m.value for m in await again.wait_for(4, timeout=WAIT)] == [b"0", b"1", b"2", b"3"]
     await wait_committed("eos", unique_name, 0, 4)
+
+
+async def test_a_failed_publish_into_the_transaction_aborts_and_redoes_the_batch(
+    kafka1: msgkit.Broker, unique_name: str, wait_committed: WaitCommitted,
+    monkeypatch: pytest.MonkeyPatch, sub_of: SubOf,
+) -> None:
+    out = f"{unique_name}.out"
+    real_publish = KafkaPublisher.publish
+    failures = [PublishError("injected: the broker refused it", reason="injected")]
+
+    async def failing_once(self: KafkaPublisher, messages: Sequence[Outgoing]) -> None:
+        if failures and any(m.topic == out for m in messages):
+            raise failures.pop()
+        await real_publish(self, messages)
+
+    monkeypatch.setattr(KafkaPublisher, "publish", failing_once)
+
+    async def relay(msg: msgkit.Message, ctx: msgkit.Context) -> None:
+        await ctx.send(out, msg.value)
+
+    outputs = Collector()
+    await kafka1.consumer(out, group="verify").start(outputs)
+    consumer = kafka1.consumer(unique_name, group="eos", guarantee=EOS, prefetch=5)
+    await consumer.start(relay)
+    values = [f"m{i}".encode() for i in range(5)]
+    await kafka1.producer().send_many(unique_name, values)
+
+    await wait_committed("eos", unique_name, 0, 5)  # not stuck behind the failed publish
+    txn = sub_of(consumer)._txn
+    assert txn is not None and txn.aborts >= 1 and not failures
+    await eventually(lambda: set(outputs.values) == set(values), timeout=WAIT,
+                     message="every input's output committed after the redo")
