@@ -3,6 +3,7 @@
 RabbitMQ 4 ignores client-set `x-` headers and `basic.nack(requeue)` can neither change
 headers nor count attempts, so the copy carries msgkit's headers (`msgkit-attempt`) and
 goes through the default exchange straight to the group queue (no other group sees it).
+It also carries the route the message was first published with, for `Delivery.origin`.
 With a delay it goes to `<queue>.retry.<ms>` instead: a queue without consumers whose
 message TTL dead-letters it back to the group queue. No plugin is needed, and a delayed
 message never blocks the messages behind it in the group queue.
@@ -39,7 +40,9 @@ class Redeliverer:
     ) -> None:
         """Stores the copy (broker-confirmed) or raises, leaving the original unacked."""
         target, ms = topology.retry_queue(queue, delay) if delay > 0 else (queue, 0)
-        out = Outgoing(msg.topic, msg.value, msg.key, headers, msg.id, msg.timestamp)
+        exchange, routing_key = wire.first_route(msg.native)
+        copy = {**headers, wire.FIRST_EXCHANGE: exchange, wire.FIRST_ROUTING_KEY: routing_key}
+        out = Outgoing(msg.topic, msg.value, msg.key, copy, msg.id, msg.timestamp)
         # The routing key of the copy is the queue name, so the key travels as a header.
         props = wire.properties(out, persistent=True, key_header=msg.key)
         deadline = asyncio.get_running_loop().time() + self._backend.settings.publish_timeout

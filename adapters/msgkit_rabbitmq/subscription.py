@@ -64,9 +64,15 @@ class RabbitMQDelivery(Delivery):
 
     @property
     def origin(self) -> Mapping[str, str]:
+        """Where the message was first published (`exchange`, `routing-key`) and the group
+        `queue`, through every redelivery copy; `retry-queue` for a delayed copy."""
         incoming: AbstractIncomingMessage = self.message.native
-        return {"exchange": incoming.exchange or "", "routing-key": incoming.routing_key or "",
-                "queue": self._sub.queue_name}
+        exchange, routing_key = wire.first_route(incoming)
+        where = {"exchange": exchange, "routing-key": routing_key, "queue": self._sub.queue_name}
+        retry_queue = wire.retried_in(incoming)
+        if retry_queue is not None:
+            where["retry-queue"] = retry_queue
+        return where
 
     async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
         sub = self._sub

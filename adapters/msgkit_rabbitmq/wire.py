@@ -6,6 +6,9 @@ timestamp -> `timestamp` (whole seconds, AMQP's resolution); content-type header
 In: the same, plus the attempt: `msgkit-attempt` (copies made by `redeliver`) plus the
 broker's own redeliveries (quorum `x-delivery-count` / `x-acquired-count`, or classic
 `redelivered`).
+Copies made by `redeliver` also carry the route the message was first published with
+(`msgkit-rabbitmq-exchange` / `-routing-key`): the copy's own route is the default exchange
+and the group queue, which says nothing about where it came from. `Delivery.origin` reports it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ KEY_HEADER = "msgkit-key"
 """Carries the key where the routing key cannot: copies sent to a queue by `redeliver`
 (the routing key is then the queue name), keys over 255 bytes, and the empty key."""
 
+FIRST_EXCHANGE = "msgkit-rabbitmq-exchange"
+"""On a copy: the exchange the message was first published to."""
+FIRST_ROUTING_KEY = "msgkit-rabbitmq-routing-key"
+"""On a copy: the routing key the message was first published with."""
+RETRIED_IN = "x-first-death-queue"
+"""Set by the broker on a delayed copy: the retry queue whose TTL brought it back."""
+
 _MAX_ROUTING_KEY = 255
-# Broker annotations: not the user's headers, and never sent back on a copy.
+# Broker annotations and this adapter's own headers: not the user's headers, never shown to
+# the handler, and never sent back on a copy as they are.
 _BROKER_HEADERS = frozenset({
     "x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
     "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-    "x-last-death-reason", "x-acquired-count", KEY_HEADER,
+    "x-last-death-reason", "x-acquired-count", KEY_HEADER, FIRST_EXCHANGE, FIRST_ROUTING_KEY,
 })
 
 _stamp: tuple[int, datetime] = (0, datetime.fromtimestamp(0, UTC))
@@ -69,6 +80,28 @@ def properties(
         message_id=out.id,
         timestamp=_timestamp(out.timestamp),
     )
+
+
+def first_route(incoming: AbstractIncomingMessage) -> tuple[str, str]:
+    """(exchange, routing key) the message was first published with, through every copy."""
+    raw = incoming.headers
+    exchange, key = _text(raw.get(FIRST_EXCHANGE)), _text(raw.get(FIRST_ROUTING_KEY))
+    if exchange is not None and key is not None:
+        return exchange, key
+    return incoming.exchange or "", incoming.routing_key or ""
+
+
+def retried_in(incoming: AbstractIncomingMessage) -> str | None:
+    """The retry queue a delayed copy waited in (None for anything else)."""
+    if FIRST_EXCHANGE not in incoming.headers:
+        return None  # not a copy: a dead-lettering by the user's own topology
+    return _text(incoming.headers.get(RETRIED_IN))
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 def to_message(topic: str, incoming: AbstractIncomingMessage) -> Message:
