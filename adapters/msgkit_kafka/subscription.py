@@ -29,7 +29,13 @@ from msgkit_kafka.config import redacted
 from msgkit_kafka.offsets import PartitionOffsets
 from msgkit_kafka.poller import Poller
 from msgkit_kafka.transaction import BatchTransaction, JoinedPublisher, TransactionalProducer
-from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
+from msgkit_kafka.wire import (
+    DUE_AT,
+    ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION,
+    ORIGINAL_TOPIC,
+    first_stored,
+)
 
 log = logging.getLogger("msgkit.kafka")
 
@@ -58,11 +64,15 @@ class KafkaDelivery(Delivery):
 
     @property
     def origin(self) -> Mapping[str, str]:
-        """Where Kafka kept it: `partition` and `offset` (and `retry-topic` for a copy)."""
+        """Where Kafka first stored it: `partition` and `offset`; for a retry copy also
+        `retry-topic`, `retry-partition` and `retry-offset` of this copy."""
         record = self.message.native
-        where = {"partition": str(record.partition()), "offset": str(self.offset)}
+        partition, offset = first_stored(record)
+        where = {"partition": partition, "offset": offset}
         if record.topic() != self.message.topic:
-            where["retry-topic"] = record.topic()
+            where.update({"retry-topic": record.topic(),
+                          "retry-partition": str(record.partition()),
+                          "retry-offset": str(self.offset)})
         return where
 
 
@@ -238,6 +248,7 @@ class KafkaSubscription(Subscription):
             # Stored in this group's retry topic before the original is released.
             wire = dict(headers)
             wire[ORIGINAL_TOPIC] = msg.topic
+            wire[ORIGINAL_PARTITION], wire[ORIGINAL_OFFSET] = first_stored(msg.native)
             if delay > 0:
                 wire[DUE_AT] = f"{time.time() + delay:.6f}"
             await self._retry_publisher.publish(

@@ -12,7 +12,22 @@ DUE_AT = "msgkit-kafka-due-at"
 """On a copy in a retry topic: epoch seconds before which it must not be handled."""
 ORIGINAL_TOPIC = "msgkit-kafka-topic"
 """On a copy in a retry topic: the topic the handler sees."""
-_INTERNAL = (DUE_AT, ORIGINAL_TOPIC)
+ORIGINAL_PARTITION = "msgkit-kafka-partition"
+ORIGINAL_OFFSET = "msgkit-kafka-offset"
+"""On a copy in a retry topic: where the message was first stored (for dead letters)."""
+_INTERNAL = (DUE_AT, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
+
+
+def first_stored(record: Any) -> tuple[str, str]:
+    """(partition, offset) where a record's message was first stored: its own, or for a
+    retry copy the original's, carried in its headers."""
+    found = dict.fromkeys((ORIGINAL_PARTITION, ORIGINAL_OFFSET), "")
+    if record.topic().endswith(".retry"):
+        for k, v in record.headers() or ():
+            if k in found and v:
+                found[k] = v.decode()
+    return (found[ORIGINAL_PARTITION] or str(record.partition()),
+            found[ORIGINAL_OFFSET] or str(record.offset()))
 
 
 def due_at(record: Any) -> float:

@@ -7,6 +7,7 @@ import time
 
 import msgkit
 from msgkit.backend import SubscriptionSpec
+from msgkit.consumer import DLQ_GROUP
 from msgkit.message import Outgoing
 from msgkit.testing import Collector
 
@@ -27,6 +28,27 @@ async def test_retry_topic_counts_attempts_and_keeps_the_original_topic(
     assert msg.native.topic() == retry
     topics = kafka.native.list_topics(timeout=5).topics
     assert retry in topics
+
+
+async def test_dead_letter_after_retry_copies_names_where_the_message_was_first_stored(
+    kafka: msgkit.Broker, unique_name: str
+) -> None:
+    failing = Collector(fail=lambda m: True)
+    policy = msgkit.FailurePolicy(delays=(0.0,), max_attempts=3)
+    await kafka.consumer(unique_name, group="billing", failure=policy).start(failing)
+    dead = Collector()
+    await kafka.consumer(msgkit.dead_letter_topic(unique_name, "billing"),
+                         group=DLQ_GROUP).start(dead)
+    await kafka.producer().send(unique_name, b"poison", key="k")
+    [msg] = await dead.wait_for(1, timeout=20)
+    first = failing.failures[0].native
+    assert first.topic() == unique_name
+    assert msg.headers["msgkit-dlq-partition"] == str(first.partition())
+    assert msg.headers["msgkit-dlq-offset"] == str(first.offset())
+    last = failing.failures[-1].native
+    assert msg.headers["msgkit-dlq-retry-topic"] == last.topic() == f"{unique_name}.billing.retry"
+    assert msg.headers["msgkit-dlq-retry-offset"] == str(last.offset())
+    assert not any(k.startswith("msgkit-kafka-") for k in msg.headers)
 
 
 async def test_retry_copies_reach_only_their_group(kafka: msgkit.Broker, unique_name: str) -> None:
