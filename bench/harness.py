@@ -125,7 +125,7 @@ async def run_case(case: Case, url: str) -> Result:
             # in-memory backend means other processes took the core (a shared machine)
             share = (time.process_time() - cpu) / (time.perf_counter() - wall)
             text = side.add(case.messages, measured, share)
-            _progress(f"  {case.name} [{case.backend}] round {r + 1}/{case.rounds} {label}: {text}")
+            _progress(f"  {case.name} round {r + 1}/{case.rounds} {label}: {text}")
     mine = statistics.median(ours.rates)
     base = statistics.median(theirs.rates) if theirs.rates else None
     p50, p99 = ours.percentiles()
