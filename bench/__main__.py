@@ -58,10 +58,12 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: list[Result]) -> None:
+def write(results: list[Result], failed: dict[str, str]) -> None:
     rows = [dataclasses.asdict(r) for r in results]
     (OUT / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     text = table(results)
+    if failed:
+        text += "\nFailed:\n\n" + "".join(f"- {name}: {error}\n" for name, error in failed.items())
     (OUT / "results.md").write_text(text)
     print(text)
     try:
@@ -116,7 +118,7 @@ def main() -> int:
         if urls[case.backend]:
             runnable.append(case)
     try:
-        write(run_all(runnable, urls))
+        write(*run_all(runnable, urls))
     finally:
         for broker in started.values():
             broker.stop()

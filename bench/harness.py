@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgkit.url import redact
+
 
 @dataclass
 class Sample:
@@ -144,15 +146,24 @@ async def run_case(case: Case, url: str) -> Result:
     )
 
 
-def run_all(cases: list[Case], urls: dict[str, str]) -> list[Result]:
+def run_all(cases: list[Case], urls: dict[str, str]) -> tuple[list[Result], dict[str, str]]:
+    """Results of the cases that ran, and the error of each case that failed (the run
+    goes on: a store or broker that is down costs its cases, not the whole report)."""
     results = []
+    failed: dict[str, str] = {}
     began = time.monotonic()
     for i, case in enumerate(cases, 1):
         _progress(f"[{i}/{len(cases)}] {case.name} on {case.backend} "
                   f"({time.monotonic() - began:,.0f} s elapsed)")
         load = os.getloadavg()[0]
-        result = asyncio.run(run_case(case, urls[case.backend]))
+        try:
+            result = asyncio.run(run_case(case, urls[case.backend]))
+        except Exception as exc:
+            failed[case.name] = redact(f"{type(exc).__name__}: {exc}")
+            _progress(f"  FAILED {case.name}: {failed[case.name]}")
+            continue
         result.extra["load_avg_1min"] = round(load, 2)
         results.append(result)
-    _progress(f"done: {len(cases)} cases in {time.monotonic() - began:,.0f} s")
-    return results
+    _progress(f"done: {len(results)} cases in {time.monotonic() - began:,.0f} s"
+              + (f", {len(failed)} failed" if failed else ""))
+    return results, failed
