@@ -1,6 +1,15 @@
 """`make bench`: every case in `bench/cases/`, against the brokers the test suite uses.
 
 Writes bench/results.json, bench/results.md and bench/results.png.
+
+Selecting cases (both options repeat; a case runs when it matches any -k and any -b given):
+  -k TEXT      the case name contains TEXT (case-insensitive); backends are not searched,
+               so `-k memory` runs only cases named "...memory...", not every case that
+               happens to run on the memory broker (the dedup store cases reach Redis and
+               PostgreSQL through it)
+  -b BACKEND   the case runs on this broker exactly: memory, kafka or amqp
+  --list       print the selection and exit
+  --scale F    multiply every message count by F (e.g. 0.1 while developing)
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import math
 import pkgutil
 import sys
 from pathlib import Path
@@ -29,44 +39,69 @@ def load_cases() -> list[Case]:
     return found
 
 
-def write(results: list[Result]) -> None:
-    rows = [dataclasses.asdict(r) for r in results]
-    (OUT / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| case | backend | msgkit msg/s | baseline | baseline msg/s | ratio |",
-             "|---|---|---:|---|---:|---:|"]
+def _ms(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| case | backend | msgkit msg/s | baseline | baseline msg/s | ratio "
+             "| msgkit p50/p99 ms | baseline p50/p99 ms |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in results:
         base = f"{r.baseline_msgs_per_s:,.0f}" if r.baseline_msgs_per_s else "-"
         ratio = f"{r.ratio:.2f}" if r.ratio else "-"
+        ours = f"{_ms(r.msgkit_p50_ms)} / {_ms(r.msgkit_p99_ms)}" if r.msgkit_p50_ms else "-"
+        theirs = (f"{_ms(r.baseline_p50_ms)} / {_ms(r.baseline_p99_ms)}"
+                  if r.baseline_p50_ms else "-")
         lines.append(f"| {r.case} | {r.backend} | {r.msgkit_msgs_per_s:,.0f} | "
-                     f"{r.baseline or '-'} | {base} | {ratio} |")
-    (OUT / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    try:
-        import matplotlib
+                     f"{r.baseline or '-'} | {base} | {ratio} | {ours} | {theirs} |")
+    return "\n".join(lines) + "\n"
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def write(results: list[Result], failed: dict[str, str]) -> None:
+    rows = [dataclasses.asdict(r) for r in results]
+    (OUT / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    text = table(results)
+    if failed:
+        text += "\nFailed:\n\n" + "".join(f"- {name}: {error}\n" for name, error in failed.items())
+    (OUT / "results.md").write_text(text)
+    print(text)
+    try:
+        from bench.chart import draw
     except ImportError:
         print("matplotlib not installed: no chart (pip install 'msgkit[bench]')", file=sys.stderr)
         return
-    labels = [f"{r.case}\n{r.backend}" for r in results]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(results)), 4.5))
-    xs = range(len(results))
-    ax.bar([x - 0.2 for x in xs], [r.msgkit_msgs_per_s for r in results], 0.4, label="msgkit")
-    ax.bar([x + 0.2 for x in xs], [r.baseline_msgs_per_s or 0 for r in results], 0.4,
-           label="baseline")
-    ax.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("messages / s (median)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "results.png", dpi=120)
+    draw(results, OUT / "results.png")
+
+
+def select(cases: list[Case], names: list[str], backends: list[str]) -> list[Case]:
+    return [
+        c for c in cases
+        if (not names or any(k.lower() in c.name.lower() for k in names))
+        and (not backends or c.backend in backends)
+    ]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("-k", default="", help="only cases whose name or backend contains this")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("-k", action="append", default=[], metavar="TEXT",
+                        help="only cases whose name contains TEXT (case-insensitive)")
+    parser.add_argument("-b", "--backend", action="append", default=[],
+                        choices=["memory", "kafka", "amqp"], help="only cases on this broker")
+    parser.add_argument("--list", action="store_true", help="print the selection and exit")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply message counts by this (default 1)")
     args = parser.parse_args()
-    cases = [c for c in load_cases() if args.k in c.name or args.k == c.backend]
+    cases = select(load_cases(), args.k, args.backend)
+    if args.scale != 1.0:
+        cases = [dataclasses.replace(c, messages=max(10, math.ceil(c.messages * args.scale)))
+                 for c in cases]
+    if args.list:
+        for case in cases:
+            print(f"{case.backend:7} {case.messages:>9,} x{case.rounds}  {case.name}")
+        return 0
     kinds = test_brokers()
     started: dict[str, TestBroker] = {}
     urls: dict[str, str] = {}
@@ -83,7 +118,7 @@ def main() -> int:
         if urls[case.backend]:
             runnable.append(case)
     try:
-        write(run_all(runnable, urls))
+        write(*run_all(runnable, urls))
     finally:
         for broker in started.values():
             broker.stop()

@@ -1,19 +1,36 @@
 """Runs benchmark cases: msgkit and its baseline alternately, several rounds, in one process.
 
-A case is two async functions `(url, n) -> seconds` that move `n` messages; the harness
-reports the median throughput of each and their ratio. It is not a test: nothing asserts.
+A case is two async functions `(url, n) -> seconds | Sample` that move `n` messages; the
+harness reports the median throughput of each, their ratio, and p50/p99 end-to-end latency
+when the runs return per-message latencies. It is not a test: nothing asserts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Run = Callable[[str, int], Awaitable[float]]
+from msgkit.url import redact
+
+
+@dataclass
+class Sample:
+    """What one run measured: its duration, per-message latencies (seconds) where the case
+    measures them, and anything else worth reporting (`extra`, copied into the result)."""
+
+    seconds: float
+    latencies: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Run = Callable[[str, int], Awaitable[float | Sample]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,11 @@ class Result:
     baseline_msgs_per_s: float | None
     ratio: float | None
     rounds: int
+    msgkit_p50_ms: float | None = None
+    msgkit_p99_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    baseline_p99_ms: float | None = None
+    notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,34 +79,91 @@ class Countdown:
             self.done.set()
 
 
+def percentiles_ms(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of latencies in seconds, in milliseconds."""
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return round(cuts[49] * 1000, 3), round(cuts[98] * 1000, 3)
+
+
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+class _Side:
+    """One side's samples across rounds."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+        self.cpu: list[float] = []
+        self.latencies: list[float] = []
+        self.extra: dict[str, Any] = {}
+
+    def add(self, n: int, measured: float | Sample, cpu: float) -> str:
+        sample = measured if isinstance(measured, Sample) else Sample(measured)
+        self.rates.append(n / sample.seconds)
+        self.cpu.append(cpu)
+        self.extra.update(sample.extra)
+        text = f"{self.rates[-1]:,.0f} msg/s"
+        if sample.latencies:
+            self.latencies.extend(sample.latencies)
+            p50, p99 = percentiles_ms(sample.latencies)
+            text += f", p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        return text
+
+    def percentiles(self) -> tuple[float | None, float | None]:
+        return percentiles_ms(self.latencies) if len(self.latencies) > 1 else (None, None)
+
+
 async def run_case(case: Case, url: str) -> Result:
-    ours: list[float] = []
-    theirs: list[float] = []
+    ours, theirs = _Side(), _Side()
     for r in range(case.rounds):
-        for label, fn, into in (("msgkit", case.msgkit, ours), (case.baseline, case.base, theirs)):
+        for label, fn, side in (("msgkit", case.msgkit, ours), (case.baseline, case.base, theirs)):
             if fn is None:
                 continue
-            seconds = await fn(url, case.messages)
-            into.append(case.messages / seconds)
-            _progress(f"  {case.name} [{case.backend}] round {r + 1}/{case.rounds} "
-                      f"{label}: {into[-1]:,.0f} msg/s")
-    mine = statistics.median(ours)
-    base = statistics.median(theirs) if theirs else None
+            gc.collect()  # garbage of the previous run is not this run's cost
+            wall, cpu = time.perf_counter(), time.process_time()
+            measured = await fn(url, case.messages)
+            # process CPU / wall time of the whole run (setup included): well under 1 on the
+            # in-memory backend means other processes took the core (a shared machine)
+            share = (time.process_time() - cpu) / (time.perf_counter() - wall)
+            text = side.add(case.messages, measured, share)
+            _progress(f"  {case.name} round {r + 1}/{case.rounds} {label}: {text}")
+    mine = statistics.median(ours.rates)
+    base = statistics.median(theirs.rates) if theirs.rates else None
+    p50, p99 = ours.percentiles()
+    base_p50, base_p99 = theirs.percentiles()
+    extra = {**ours.extra, **{f"baseline_{k}": v for k, v in theirs.extra.items()}}
+    extra["cpu_per_wall"] = round(statistics.median(ours.cpu), 2)
+    if theirs.cpu:
+        extra["baseline_cpu_per_wall"] = round(statistics.median(theirs.cpu), 2)
     return Result(
         case=case.name, backend=case.backend, messages=case.messages,
         msgkit_msgs_per_s=round(mine, 1), baseline=case.baseline,
         baseline_msgs_per_s=round(base, 1) if base else None,
         ratio=round(mine / base, 3) if base else None, rounds=case.rounds,
+        msgkit_p50_ms=p50, msgkit_p99_ms=p99, baseline_p50_ms=base_p50, baseline_p99_ms=base_p99,
+        notes=case.notes, extra=extra,
     )
 
 
-def run_all(cases: list[Case], urls: dict[str, str]) -> list[Result]:
+def run_all(cases: list[Case], urls: dict[str, str]) -> tuple[list[Result], dict[str, str]]:
+    """Results of the cases that ran, and the error of each case that failed (the run
+    goes on: a store or broker that is down costs its cases, not the whole report)."""
     results = []
+    failed: dict[str, str] = {}
+    began = time.monotonic()
     for i, case in enumerate(cases, 1):
-        _progress(f"[{i}/{len(cases)}] {case.name} on {case.backend}")
-        results.append(asyncio.run(run_case(case, urls[case.backend])))
-    return results
+        _progress(f"[{i}/{len(cases)}] {case.name} on {case.backend} "
+                  f"({time.monotonic() - began:,.0f} s elapsed)")
+        load = os.getloadavg()[0]
+        try:
+            result = asyncio.run(run_case(case, urls[case.backend]))
+        except Exception as exc:
+            failed[case.name] = redact(f"{type(exc).__name__}: {exc}")
+            _progress(f"  FAILED {case.name}: {failed[case.name]}")
+            continue
+        result.extra["load_avg_1min"] = round(load, 2)
+        results.append(result)
+    _progress(f"done: {len(results)} cases in {time.monotonic() - began:,.0f} s"
+              + (f", {len(failed)} failed" if failed else ""))
+    return results, failed

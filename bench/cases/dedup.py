@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgkit
+from bench.flow import BODY, forget, fresh_topic
 from bench.harness import Case, Countdown
 from msgkit.dedup import Dedup, IdempotencyStore, Scope, open_store
 
@@ -70,17 +71,20 @@ async def fresh_store(kind: str) -> AsyncIterator[IdempotencyStore]:
 
 
 async def _send_to_handler(url: str, n: int, dedup: Dedup | None, concurrency: int = 1) -> float:
-    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    topic = fresh_topic()
     async with msgkit.connect(url) as broker:
-        handler = Countdown(n)
-
-        await broker.consumer(topic, group="g", dedup=dedup, concurrency=concurrency).start(handler)
-        producer = broker.producer()
-        start = time.perf_counter()
-        for _ in range(n):
-            await producer.send(topic, b"x" * 100)
-        await handler.done.wait()
-        return time.perf_counter() - start
+        try:
+            handler = Countdown(n)
+            consumer = broker.consumer(topic, group="g", dedup=dedup, concurrency=concurrency)
+            await consumer.start(handler)
+            producer = broker.producer()
+            start = time.perf_counter()
+            for _ in range(n):
+                await producer.send(topic, BODY)
+            await handler.done.wait()
+            return time.perf_counter() - start
+        finally:
+            forget(broker, topic)
 
 
 def consumer_with(kind: str, concurrency: int = 1) -> Callable[[str, int], Awaitable[float]]:

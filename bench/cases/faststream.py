@@ -88,8 +88,8 @@ async def faststream_consume(url: str, n: int) -> float:
 
 
 CASES = [
-    Case("awaited single sends vs FastStream", "amqp", "faststream", msgkit_awaited_sends,
-         faststream_awaited_sends, messages=2_000),
-    Case("consume with ack vs FastStream", "amqp", "faststream", msgkit_consume,
+    Case("rabbitmq awaited single sends vs FastStream", "amqp", "faststream", msgkit_awaited_sends,
+         faststream_awaited_sends, messages=2_000, rounds=5),
+    Case("rabbitmq consume+ack vs FastStream", "amqp", "faststream", msgkit_consume,
          faststream_consume, messages=20_000),
 ]

@@ -1,0 +1,110 @@
+"""msgkit against FastStream on Kafka (`faststream[confluent]`), same broker, same run.
+
+The same two cases as `faststream.py` runs on RabbitMQ:
+1. Awaited single sends: one `send`/`publish` at a time, each waiting for the broker's
+   acknowledgement (acks=all and idempotence on both, as msgkit's at-least-once). Other
+   producer settings are each library's defaults: librdkafka's `linger.ms` of 5 ms for
+   msgkit, FastStream's 0 ms; a second row gives msgkit `linger.ms=0` too (a producer
+   option), the same settings on both sides.
+2. Consume and commit: a fresh topic (3 partitions) filled with n messages, drained by a
+   group consumer; FastStream with `AckPolicy.ACK` (commit after the handler, as msgkit).
+   Timed from the first to the last message handled: the group join is not counted.
+   FastStream's consumer gets the test broker's session and fetch-wait settings, as
+   msgkit's does from the URL.
+
+FastStream's logging is off (`logger=None`), as msgkit logs nothing per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.confluent import KafkaBroker
+
+import msgkit
+from bench.cases.kafka import PAYLOAD, _confs, _create, _fill, _topic, msgkit_consume
+from bench.harness import Case
+
+
+async def msgkit_awaited_sends(url: str, n: int, **options: Any) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    async with msgkit.connect(url) as broker:
+        producer = broker.producer(**options)
+        await producer.send(topic, PAYLOAD)  # connects, learns the partitions
+        start = time.perf_counter()
+        for _ in range(n):
+            await producer.send(topic, PAYLOAD)
+        return time.perf_counter() - start
+
+
+def _faststream(url: str) -> KafkaBroker:
+    producer, _ = _confs(url)
+    return KafkaBroker(producer["bootstrap.servers"], acks="all", enable_idempotence=True,
+                       logger=None)
+
+
+async def faststream_awaited_sends(url: str, n: int) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    broker = _faststream(url)
+    await broker.connect()
+    try:
+        await broker.publish(PAYLOAD, topic=topic)
+        start = time.perf_counter()
+        for _ in range(n):
+            await broker.publish(PAYLOAD, topic=topic)
+        return time.perf_counter() - start
+    finally:
+        await broker.stop()
+
+
+async def faststream_consume(url: str, n: int) -> float:
+    topic = _topic()
+    await _create(url, topic)
+    await _fill(url, topic, n)
+    _, conf = _confs(url)
+    broker = _faststream(url)
+    done = asyncio.Event()
+    count = 0
+    first = last = 0.0
+
+    @broker.subscriber(
+        topic, group_id="bench-faststream", auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK,
+        session_timeout_ms=int(conf.get("session.timeout.ms", 10_000)),
+        heartbeat_interval_ms=int(conf.get("heartbeat.interval.ms", 3_000)),
+        fetch_max_wait_ms=int(conf.get("fetch.wait.max.ms", 500)),
+        max_poll_interval_ms=int(conf.get("max.poll.interval.ms", 300_000)),
+    )
+    async def handler(body: bytes) -> None:
+        nonlocal count, first, last
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == n:
+            last = time.perf_counter()
+            done.set()
+
+    await broker.start()
+    try:
+        await asyncio.wait_for(done.wait(), 300)
+        return last - first
+    finally:
+        await broker.stop()
+
+
+CASES = [
+    Case("kafka awaited single sends vs FastStream", "kafka", "faststream",
+         msgkit_awaited_sends, faststream_awaited_sends, messages=500,
+         notes="one send at a time, acks=all; linger.ms: library defaults (5 vs 0 ms)"),
+    Case("kafka awaited single sends vs FastStream, linger.ms=0 both", "kafka", "faststream",
+         lambda url, n: msgkit_awaited_sends(url, n, **{"linger.ms": 0}),
+         faststream_awaited_sends, messages=1_000, notes="one send at a time, acks=all"),
+    Case("kafka consume and commit vs FastStream", "kafka", "faststream",
+         msgkit_consume, faststream_consume, messages=20_000,
+         notes="3 partitions, commit after handler; timed first to last message"),
+]
