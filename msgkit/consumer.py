@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("msgkit.consumer")
 
+TRANSACTION_PREFETCH = 512
+"""Default prefetch of an exactly-once consumer on a backend with transactions: a batch is
+one transaction, and each commit costs broker round trips (32 per batch ran at a fifth of
+at-least-once speed on Kafka, 500 at nine tenths)."""
+
 DLQ_GROUP = "dlq"
 """The group every dead-letter topic keeps messages for (so they wait until inspected)."""
 
@@ -73,7 +78,10 @@ class Consumer:
         self.group = group
         self.guarantee = guarantee
         self.concurrency = concurrency
-        self.prefetch = prefetch or max(32, 4 * concurrency)
+        default = max(32, 4 * concurrency)
+        if guarantee is Guarantee.EXACTLY_ONCE and broker.capabilities.transactions:
+            default = max(default, TRANSACTION_PREFETCH)
+        self.prefetch = prefetch or default
         self.start_from: StartFrom = start or ("earliest" if group else "latest")
         self.failure = failure
         self.dedup = dedup

@@ -11,10 +11,12 @@ messages sent in pipelined `send_many` chunks, from the first send to the last h
   consumer (in-memory store here: the cost of the claim/complete path; see the dedup cases
   for the other stores).
 
-A new mode is one more `Mode` in `MODES` (with `backends=` when only some brokers have it),
-e.g. Kafka transactions once the producer accepts `Guarantee.EXACTLY_ONCE`:
-`Mode("exactly-once (transactions)", Guarantee.EXACTLY_ONCE, Guarantee.EXACTLY_ONCE,
-backends=("kafka",))`, with `dedup=None` if the consumer no longer needs a store there.
+- exactly-once (transactions), Kafka only: the consumer commits each batch (`prefetch`
+  messages, 512 by default there) in one transaction; with an exactly-once producer too,
+  each `send_many` chunk is one transaction. On Kafka the dedup mode uses transactions too
+  (exactly-once there always does), plus the store.
+
+A new mode is one more `Mode` in `MODES` (with `backends=` when only some brokers have it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ MODES = [
     Mode("at-most-once", Guarantee.AT_MOST_ONCE, Guarantee.AT_MOST_ONCE),
     Mode("exactly-once (dedup memory://)", Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE,
          dedup="memory://"),
+    Mode("exactly-once (transactions)", Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE,
+         backends=("kafka",)),
+    Mode("exactly-once (transactions, prefetch 32)", Guarantee.AT_LEAST_ONCE,
+         Guarantee.EXACTLY_ONCE, backends=("kafka",), options={"prefetch": 32}),
+    Mode("exactly-once (transactional producer and consumer)", Guarantee.EXACTLY_ONCE,
+         Guarantee.EXACTLY_ONCE, backends=("kafka",)),
 ]
 
 

@@ -45,6 +45,7 @@ async def test_handler_output_and_consumed_offsets_commit_together(
     await wait_committed("eos", unique_name, 0, 50)
     txn = sub_of(consumer)._txn
     assert txn is not None and txn.commits >= 1
+    assert consumer.prefetch == 512  # a batch is a transaction: larger ones cost less each
     client = consumer.describe()["client"]
     assert client["isolation.level"] == "read_committed"
     assert client["transactions"]["transactional.id"].startswith("msgkit-eos-")
