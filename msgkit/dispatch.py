@@ -93,7 +93,8 @@ class Dispatcher:
 
     def _admit(self, delivery: Delivery) -> None:
         self._held += 1
-        self._drained.clear()
+        if self._held == 1:  # `_drained` is set exactly while nothing is held
+            self._drained.clear()
         key = delivery.message.key
         if key is not None and self._concurrency > 1:
             chain = self._chains.get(key)
@@ -110,21 +111,23 @@ class Dispatcher:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        process = self._process
+        ready = self._ready
+        chains = self._concurrency > 1
         while True:
-            while not self._ready:
+            while not ready:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
                 self._poke()
                 await waiter
-            delivery: Delivery | None = self._ready.popleft()
+            delivery: Delivery | None = ready.popleft()
             while delivery is not None:
-                await self._process(delivery)
+                await process(delivery)
                 self._finished()
-                delivery = self._next_of_key(delivery.message.key)
+                key = delivery.message.key
+                delivery = self._next_of_key(key) if chains and key is not None else None
 
-    def _next_of_key(self, key: str | None) -> Delivery | None:
-        if key is None or self._concurrency == 1:
-            return None
+    def _next_of_key(self, key: str) -> Delivery | None:
         chain = self._chains[key]
         if chain:
             return chain.popleft()
@@ -135,7 +138,9 @@ class Dispatcher:
         self._held -= 1
         if self._held == 0:
             self._drained.set()
-        self._poke()
+        room = self._room
+        if room is not None and not room.done() and self._wants_fetch():
+            room.set_result(None)
 
 
 def _current_cancelling() -> int:

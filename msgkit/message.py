@@ -15,6 +15,7 @@ from msgkit.errors import DecodeError
 T = TypeVar("T")
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
+_new = object.__new__
 
 
 def _adapter(model: Any) -> TypeAdapter[Any]:
@@ -99,9 +100,21 @@ class Message:
         if attempt is None:
             raw = headers.get(h.ATTEMPT)
             attempt = int(raw) if raw is not None and raw.isdigit() else 1
-        get = headers.get  # positional construction: this runs for every received message
-        return cls(topic, value, key, headers, get(h.MESSAGE_ID) or fallback_id,
-                   get(h.IDEMPOTENCY_KEY), attempt, timestamp, native)
+        get = headers.get
+        # This runs for every received message: filled in directly, as __init__ does, but
+        # without the cost of calling the class.
+        msg = _new(cls)
+        s = _SETTERS
+        s[0](msg, topic)
+        s[1](msg, value)
+        s[2](msg, key)
+        s[3](msg, headers)
+        s[4](msg, get(h.MESSAGE_ID) or fallback_id)
+        s[5](msg, get(h.IDEMPOTENCY_KEY))
+        s[6](msg, attempt)
+        s[7](msg, timestamp)
+        s[8](msg, native)
+        return msg
 
     @property
     def content_type(self) -> str | None:

@@ -183,6 +183,8 @@ class KafkaPublisher(Publisher):
         self._confirm = native.guarantee is not Guarantee.AT_MOST_ONCE
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
+        if not messages:
+            return  # nothing will be reported: the batch would never resolve
         native = self._native
         produce = native.producer.produce
         known = self._topics.known
