@@ -23,6 +23,9 @@ class Dispatcher:
         self._process = process
         self._concurrency = concurrency
         self._prefetch = prefetch
+        # Fetch again once this much room is free (or a worker is idle): fetching per
+        # finished message cost a task per message.
+        self._refill = max(1, min(prefetch // 2, prefetch - concurrency))
         self._ready: deque[Delivery] = deque()
         self._chains: dict[str, deque[Delivery]] = {}  # key -> later deliveries of that key
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -49,10 +52,18 @@ class Dispatcher:
         Cancelling `run` cancels the handlers in flight; their deliveries stay unsettled.
         """
         workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+        # One task fetches for the whole run (not one per fetch): `stop()` cancels it,
+        # which is safe at both of its waits (fetch takes nothing when cancelled).
+        self._fetch = fetcher = asyncio.create_task(self._fetch_loop())
         try:
-            await self._fetch_loop()
+            try:
+                await fetcher
+            except asyncio.CancelledError:
+                if not (self._stopping and fetcher.cancelled()) or _current_cancelling():
+                    raise
             await self._drained.wait()
         finally:
+            fetcher.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -62,34 +73,33 @@ class Dispatcher:
         self._stopping = True
         if self._fetch is not None:
             self._fetch.cancel()  # fetch is cancellation-safe: no message is taken
-        if self._room is not None and not self._room.done():
-            self._room.set_result(None)
 
     async def _fetch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            free = self._prefetch - self._held
-            if free <= 0:
+            if not self._wants_fetch():
                 self._room = loop.create_future()
                 await self._room
                 continue
-            self._fetch = fetch = asyncio.ensure_future(self._subscription.fetch(free))
-            try:
-                batch = await fetch
-            except asyncio.CancelledError:
-                if self._stopping and not _current_cancelling():
-                    return
-                raise
-            finally:
-                self._fetch = None
+            batch = await self._subscription.fetch(self._prefetch - self._held)
             if not batch:
                 return
             for delivery in batch:
                 self._admit(delivery)
 
+    def _wants_fetch(self) -> bool:
+        free = self._prefetch - self._held
+        return free >= self._refill or (free > 0 and bool(self._idle))
+
+    def _poke(self) -> None:
+        room = self._room
+        if room is not None and not room.done() and self._wants_fetch():
+            room.set_result(None)
+
     def _admit(self, delivery: Delivery) -> None:
         self._held += 1
-        self._drained.clear()
+        if self._held == 1:  # `_drained` is set exactly while nothing is held
+            self._drained.clear()
         key = delivery.message.key
         if key is not None and self._concurrency > 1:
             chain = self._chains.get(key)
@@ -106,20 +116,23 @@ class Dispatcher:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        process = self._process
+        ready = self._ready
+        chains = self._concurrency > 1
         while True:
-            while not self._ready:
+            while not ready:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
+                self._poke()
                 await waiter
-            delivery: Delivery | None = self._ready.popleft()
+            delivery: Delivery | None = ready.popleft()
             while delivery is not None:
-                await self._process(delivery)
+                await process(delivery)
                 self._finished()
-                delivery = self._next_of_key(delivery.message.key)
+                key = delivery.message.key
+                delivery = self._next_of_key(key) if chains and key is not None else None
 
-    def _next_of_key(self, key: str | None) -> Delivery | None:
-        if key is None or self._concurrency == 1:
-            return None
+    def _next_of_key(self, key: str) -> Delivery | None:
         chain = self._chains[key]
         if chain:
             return chain.popleft()
@@ -131,7 +144,7 @@ class Dispatcher:
         if self._held == 0:
             self._drained.set()
         room = self._room
-        if room is not None and not room.done():
+        if room is not None and not room.done() and self._wants_fetch():
             room.set_result(None)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -15,6 +15,7 @@ from msgkit.errors import DecodeError
 T = TypeVar("T")
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
+_new = object.__new__
 
 
 def _adapter(model: Any) -> TypeAdapter[Any]:
@@ -38,7 +39,7 @@ class Outgoing(NamedTuple):
     timestamp: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """A received message. Immutable; `value` is the raw payload.
 
@@ -57,6 +58,31 @@ class Message:
     timestamp: float = 0.0
     native: Any = field(default=None, repr=False, compare=False)
 
+    def __init__(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        id: str = "",
+        idempotency_key: str | None = None,
+        attempt: int = 1,
+        timestamp: float = 0.0,
+        native: Any = None,
+    ) -> None:
+        # Written by hand: the generated frozen __init__ calls object.__setattr__ per field,
+        # which made building a message cost as much as the rest of receiving it.
+        s = _SETTERS
+        s[0](self, topic)
+        s[1](self, value)
+        s[2](self, key)
+        s[3](self, {} if headers is None else headers)
+        s[4](self, id)
+        s[5](self, idempotency_key)
+        s[6](self, attempt)
+        s[7](self, timestamp)
+        s[8](self, native)
+
     @classmethod
     def from_wire(
         cls,
@@ -74,9 +100,21 @@ class Message:
         if attempt is None:
             raw = headers.get(h.ATTEMPT)
             attempt = int(raw) if raw is not None and raw.isdigit() else 1
-        get = headers.get  # positional construction: this runs for every received message
-        return cls(topic, value, key, headers, get(h.MESSAGE_ID) or fallback_id,
-                   get(h.IDEMPOTENCY_KEY), attempt, timestamp, native)
+        get = headers.get
+        # This runs for every received message: filled in directly, as __init__ does, but
+        # without the cost of calling the class.
+        msg = _new(cls)
+        s = _SETTERS
+        s[0](msg, topic)
+        s[1](msg, value)
+        s[2](msg, key)
+        s[3](msg, headers)
+        s[4](msg, get(h.MESSAGE_ID) or fallback_id)
+        s[5](msg, get(h.IDEMPOTENCY_KEY))
+        s[6](msg, attempt)
+        s[7](msg, timestamp)
+        s[8](msg, native)
+        return msg
 
     @property
     def content_type(self) -> str | None:
@@ -112,3 +150,7 @@ class Message:
             raise DecodeError(
                 f"message {self.id} on {self.topic!r} does not decode into {name}: {exc}"
             ) from exc
+
+
+# The slots' own setters (a frozen class refuses ordinary assignment), in field order.
+_SETTERS = tuple(Message.__dict__[f.name].__set__ for f in fields(Message))

@@ -37,8 +37,11 @@ _new_id_prefix()
 os.register_at_fork(after_in_child=_new_id_prefix)
 
 
+_new_tuple = tuple.__new__
+
+
 def new_message_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+    return "%s%012x" % (_ID_PREFIX, next(_ID_COUNTER))  # noqa: UP031 - faster than an f-string
 
 
 class Producer:
@@ -75,9 +78,12 @@ class Producer:
         idempotency_key: str | None = None,
     ) -> str:
         """Send one message; `value` is bytes, str, a dict/list (JSON) or a pydantic model."""
-        out = self._outgoing(topic, value, key, headers, idempotency_key)
-        await (self._publisher or await self._open()).publish((out,))
-        return out.id
+        batch = self._outgoing(
+            topic, (value,), None if key is None else lambda _: key, headers,
+            None if idempotency_key is None else lambda _: idempotency_key,
+        )
+        await (self._publisher or await self._open()).publish(batch)
+        return batch[0].id
 
     async def send_many(
         self,
@@ -92,13 +98,7 @@ class Producer:
 
         `key` and `idempotency_key` are functions of each value.
         """
-        batch = [
-            self._outgoing(
-                topic, v, key(v) if key else None, headers,
-                idempotency_key(v) if idempotency_key else None,
-            )
-            for v in values
-        ]
+        batch = self._outgoing(topic, values, key, headers, idempotency_key)
         if batch:
             await (self._publisher or await self._open()).publish(batch)
         return [out.id for out in batch]
@@ -148,26 +148,41 @@ class Producer:
     def _outgoing(
         self,
         topic: str,
-        value: object,
-        key: str | None,
+        values: Iterable[V],
+        key: Callable[[V], str | None] | None,
         headers: Mapping[str, str] | None,
-        idempotency_key: str | None,
-    ) -> Outgoing:
+        idempotency_key: Callable[[V], str | None] | None,
+    ) -> list[Outgoing]:
+        """`values` as messages to `topic`; `key` and `idempotency_key` are functions of each.
+
+        What is the same for the whole batch (checks, user headers, the send time) is done
+        once: this loop is most of the cost of a pipelined send."""
         if self._closed or self._broker.closed:
             raise ClosedError("this producer's broker is closed; send before closing it")
         if topic not in self._topics:
             self._check_topic(topic)
-        if key is not None and not isinstance(key, str):
-            raise SerializationError(f"key must be a str, not {type(key).__name__}")
-        payload, content_type = encode(value)
-        out_headers = check_headers(headers) if headers else {}
-        if content_type is not None:
-            out_headers[h.CONTENT_TYPE] = content_type
-        message_id = new_message_id()
-        out_headers[h.MESSAGE_ID] = message_id
-        if idempotency_key is not None:
-            out_headers[h.IDEMPOTENCY_KEY] = idempotency_key
-        return Outgoing(topic, payload, key, out_headers, message_id, time.time())
+        user_headers = check_headers(headers) if headers else None
+        now = time.time()
+        id_header, type_header, key_header = h.MESSAGE_ID, h.CONTENT_TYPE, h.IDEMPOTENCY_KEY
+        out: list[Outgoing] = []
+        append = out.append
+        for value in values:
+            k = key(value) if key is not None else None
+            if k is not None and not isinstance(k, str):
+                raise SerializationError(f"key must be a str, not {type(k).__name__}")
+            payload, content_type = (value, None) if type(value) is bytes else encode(value)
+            message_id = new_message_id()
+            out_headers = {**user_headers, id_header: message_id} if user_headers \
+                else {id_header: message_id}
+            if content_type is not None:
+                out_headers[type_header] = content_type
+            if idempotency_key is not None:
+                ik = idempotency_key(value)
+                if ik is not None:
+                    out_headers[key_header] = ik
+            # What Outgoing(...) does, without its Python-level __new__ (a third of the cost)
+            append(_new_tuple(Outgoing, (topic, payload, k, out_headers, message_id, now)))
+        return out
 
     def _check_topic(self, topic: str) -> None:
         self._broker.validate_topic(topic)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -50,32 +51,31 @@ def producer_config(guarantee: Guarantee, conf: Mapping[str, Any]) -> dict[str, 
 
 
 class _Batch:
-    """Counts the delivery reports of one `publish` call; resolves its future at the end."""
+    """Counts the delivery reports of one `publish` call; resolves its future at the end.
 
-    __slots__ = ("error", "future", "lock", "loop", "remaining")
+    Whichever thread serves a report counts it with `next()` on an `itertools.count`,
+    which is atomic under the GIL: exactly one call sees the last number, without a
+    lock per message (a contended lock cost a thread switch per report)."""
+
+    __slots__ = ("count", "error", "future", "loop", "seen")
 
     def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.remaining = count
+        self.count = count
+        self.seen = itertools.count(1)
         self.error: tuple[KafkaError, str] | None = None
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.lock = threading.Lock()
 
-    def report(self, err: KafkaError | None, msg: Any) -> None:  # poll thread
-        with self.lock:
-            if err is not None and self.error is None:
-                self.error = (err, msg.topic() or "?")
-            self.remaining -= 1
-            done = self.remaining == 0
-        if done:
+    def report(self, err: KafkaError | None, msg: Any) -> None:  # any thread serving reports
+        if err is not None and self.error is None:
+            self.error = (err, msg.topic() or "?")
+        if next(self.seen) == self.count:
             self.loop.call_soon_threadsafe(self._resolve)
 
     def unsent(self, count: int) -> None:  # event loop: these will never be reported
-        with self.lock:
-            self.remaining -= count
-            done = self.remaining == 0
-        if done:
-            self._resolve()
+        for _ in range(count):
+            if next(self.seen) == self.count:
+                self._resolve()
 
     def _resolve(self) -> None:
         if self.future.done():
@@ -183,39 +183,71 @@ class KafkaPublisher(Publisher):
         self._confirm = native.guarantee is not Guarantee.AT_MOST_ONCE
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        known = self._topics.known
-        if any(out.topic not in known for out in messages):
-            await self._topics.ensure(out.topic for out in messages)
+        if not messages:
+            return  # nothing will be reported: the batch would never resolve
         native = self._native
         produce = native.producer.produce
+        known = self._topics.known
         if self._confirm:
             batch = _Batch(len(messages), asyncio.get_running_loop())
             report = batch.report
         else:
             report = _report_unconfirmed
-        for i, out in enumerate(messages):
-            headers: Any = out.headers
-            if type(headers) is not dict:
-                headers = dict(headers)
-            while True:
+        # Per message only what differs: a batch from `send_many` shares its topic and
+        # timestamp, so both are checked/converted once (identity tests are cheap).
+        last_topic: str | None = None
+        last_stamp: float | None = None
+        millis = 0
+        for start in range(0, len(messages), _YIELD_EVERY):
+            for i, (topic, value, key, headers, _, stamp) in enumerate(
+                messages[start:start + _YIELD_EVERY], start
+            ):
+                if topic is not last_topic:
+                    if topic not in known:
+                        await self._ensure(messages, i, batch if self._confirm else None)
+                    last_topic = topic
+                if stamp is not last_stamp:
+                    millis = int(stamp * 1000)
+                    last_stamp = stamp
+                wire: Any = headers if type(headers) is dict else dict(headers)
                 try:
-                    produce(out.topic, out.value, out.key, on_delivery=report,
-                            timestamp=int(out.timestamp * 1000), headers=headers)
-                    break
-                except BufferError:  # local queue full: wait for deliveries, never drop
-                    await native.room()
+                    try:
+                        produce(topic, value, key, on_delivery=report, timestamp=millis,
+                                headers=wire)
+                    except BufferError:  # local queue full: wait for deliveries, never drop
+                        await self._produce_when_room(topic, value, key, report, millis, wire)
                 except KafkaException as exc:
                     if self._confirm:
                         batch.future.add_done_callback(_retrieve)
                         batch.unsent(len(messages) - i)
                     reason = exc.args[0].str() if exc.args else str(exc)
                     raise PublishError(
-                        f"Kafka refused a message for {out.topic!r}: {reason}", reason=reason
+                        f"Kafka refused a message for {topic!r}: {reason}", reason=reason
                     ) from exc
-            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)
         if self._confirm:
             await batch.future
+
+    async def _ensure(self, messages: Sequence[Outgoing], i: int, batch: _Batch | None) -> None:
+        """Creates the topics of `messages[i:]` that are new (before any of them is sent)."""
+        try:
+            await self._topics.ensure(out.topic for out in messages[i:])
+        except BaseException:
+            if batch is not None:
+                batch.future.add_done_callback(_retrieve)
+                batch.unsent(len(messages) - i)
+            raise
+
+    async def _produce_when_room(self, topic: str, value: bytes, key: str | None,
+                                 report: Any, millis: int, headers: Any) -> None:
+        while True:
+            await self._native.room()
+            try:
+                self._native.producer.produce(topic, value, key, on_delivery=report,
+                                              timestamp=millis, headers=headers)
+                return
+            except BufferError:
+                continue
 
     async def publish_to_group(self, group: str, messages: Sequence[Outgoing]) -> None:
         """Only `group` receives these: they go to its retry topic, due at once."""

@@ -234,8 +234,9 @@ class KafkaSubscription(Subscription):
         if self._txn is not None:
             self._txn.settled()
         poller = self._poller
-        if poller.blocked and poller.sent - self.finished <= poller.low:
-            poller.wake.set()
+        wake = poller.wake
+        if poller.blocked and poller.sent - self.finished <= poller.low and not wake.is_set():
+            wake.set()  # once: Event.set takes a lock and notifies every time
         if self._waiters:
             self._wake()
         return True

@@ -44,8 +44,10 @@ def due_at(record: Any) -> float:
 def to_message(record: Any, retried: bool) -> Message:
     """A msgkit message from a confluent-kafka record; `retried`: it comes from a retry topic."""
     raw = record.headers()
-    headers = {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw} \
-        if raw else {}
+    headers: dict[str, str] = {}
+    if raw:
+        for k, v in raw:  # a plain loop: a comprehension costs a function call (Python 3.11)
+            headers[k] = v.decode("utf-8", "replace") if v is not None else ""
     topic: str = record.topic()
     if retried:
         topic = headers.get(ORIGINAL_TOPIC) or topic

@@ -6,12 +6,19 @@
    vs a raw loop of `consume` batches with asynchronous commits. Timed from the first to
    the last message handled, so the group join is not counted on either side.
 
+Raw confluent-kafka is measured three ways: written the fast way (no headers, reading
+nothing), doing msgkit's per-message work (an id header; reading key, value and headers),
+and as an asyncio service uses it (a thread beside the event loop, an awaited handler per
+record, a future per chunk of sends).
+
 Every run uses a fresh topic (3 partitions, msgkit's default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 import time
 import uuid
 from typing import Any
@@ -189,6 +196,132 @@ def _raw_consume_loop(conf: dict[str, Any], topic: str, n: int, read: bool) -> f
     return last - first
 
 
+async def raw_asyncio_consume(url: str, n: int) -> float:
+    """What an asyncio service writes with raw confluent-kafka: a thread consumes batches
+    and hands them to the event loop; an async handler is awaited per record (reading key,
+    value and headers); the thread commits what was handled. At most 4 batches in flight."""
+    topic = _topic()
+    await _create(url, topic)
+    await _fill(url, topic, n)
+    _, conf = _confs(url)
+    conf.update({"group.id": "bench-raw-asyncio", "auto.offset.reset": "earliest",
+                 "enable.auto.commit": False})
+    loop = asyncio.get_running_loop()
+    batches: asyncio.Queue[list[Any]] = asyncio.Queue()
+    in_flight = threading.Semaphore(4)
+    handled: dict[int, int] = {}  # partition -> next offset; written by the loop only
+    stop = threading.Event()
+    count = 0
+    first = last = 0.0
+    done = asyncio.Event()
+
+    async def handler(record: Any) -> None:
+        nonlocal count, first, last
+        record.key(), record.value(), record.headers()
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == n:
+            last = time.perf_counter()
+            done.set()
+
+    def consume() -> None:
+        consumer = Consumer(conf)
+        consumer.subscribe([topic])
+        committed: dict[int, int] = {}
+        try:
+            while not stop.is_set():
+                positions = dict(handled)
+                if positions != committed:
+                    consumer.commit(offsets=[TopicPartition(topic, p, o)
+                                             for p, o in positions.items()], asynchronous=True)
+                    committed = positions
+                if not in_flight.acquire(timeout=0.1):
+                    continue
+                batch = [r for r in consumer.consume(1000, 0.1) if r.error() is None]
+                if batch:
+                    loop.call_soon_threadsafe(batches.put_nowait, batch)
+                else:
+                    in_flight.release()
+        finally:
+            consumer.close()
+
+    async def serve() -> None:
+        while True:
+            batch = await batches.get()
+            for record in batch:
+                await handler(record)
+                handled[record.partition()] = record.offset() + 1
+            in_flight.release()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    server = asyncio.create_task(serve())
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    finally:
+        server.cancel()
+        stop.set()
+        await asyncio.to_thread(thread.join)
+    return last - first
+
+
+async def raw_asyncio_produce(url: str, n: int) -> float:
+    """What an asyncio service writes with raw confluent-kafka: `produce` on the loop with
+    an id header, a poll thread serving delivery reports, and one future per chunk awaited
+    (as `send_many` in chunks does)."""
+    topic = _topic()
+    await _create(url, topic)
+    conf, _ = _confs(url)
+    conf.update({"acks": "all", "enable.idempotence": True})
+    producer = Producer(conf)
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            producer.poll(0.1)
+
+    producer.produce(topic, b"warm-up")
+    await asyncio.to_thread(producer.flush, 30)
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    prefix = uuid.uuid4().hex[:16]
+    try:
+        start = time.perf_counter()
+        for i in range(0, n, CHUNK):
+            size = min(CHUNK, n - i)
+            future: asyncio.Future[None] = loop.create_future()
+            seen = itertools.count(1)
+            errors: list[Any] = []
+
+            def report(err: Any, msg: Any, future: Any = future, seen: Any = seen,
+                       size: int = size, errors: list[Any] = errors) -> None:
+                if err is not None:
+                    errors.append(err)
+                if next(seen) == size:
+                    loop.call_soon_threadsafe(future.set_result, None)
+
+            for j in range(i, i + size):
+                headers: list[tuple[str, str | bytes | None]] = [
+                    ("msgkit-id", f"{prefix}{j:012x}".encode())]
+                while True:
+                    try:
+                        producer.produce(topic, PAYLOAD, headers=headers, on_delivery=report)
+                        break
+                    except BufferError:
+                        await asyncio.sleep(0.01)
+                if j % 1000 == 999:
+                    await asyncio.sleep(0)  # let other tasks (and the poll thread) run
+            await future
+            assert not errors, f"{len(errors)} raw sends failed"
+        return time.perf_counter() - start
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join)
+        producer.flush(10)
+
+
 CASES = [
     Case("kafka produce at-least-once (pipelined)", "kafka", "confluent-kafka",
          msgkit_produce, raw_produce, messages=100_000,
@@ -202,4 +335,12 @@ CASES = [
          msgkit_produce, raw_produce_with_ids, messages=100_000),
     Case("kafka consume and commit, raw reading records", "kafka", "confluent-kafka+read",
          msgkit_consume, raw_consume_reading, messages=100_000),
+    # Raw confluent-kafka as an asyncio service uses it (a thread beside the event loop,
+    # an awaited handler per record / a future per chunk): msgkit against the same shape.
+    Case("kafka produce at-least-once, raw asyncio service", "kafka", "confluent-kafka+asyncio",
+         msgkit_produce, raw_asyncio_produce, messages=100_000,
+         notes="produce on the loop + poll thread + a future per 10k chunk, id headers"),
+    Case("kafka consume and commit, raw asyncio service", "kafka", "confluent-kafka+asyncio",
+         msgkit_consume, raw_asyncio_consume, messages=100_000,
+         notes="consumer thread -> loop per batch, awaited handler per record, commits"),
 ]
