@@ -78,12 +78,9 @@ class Producer:
         idempotency_key: str | None = None,
     ) -> str:
         """Send one message; `value` is bytes, str, a dict/list (JSON) or a pydantic model."""
-        batch = self._outgoing(
-            topic, (value,), None if key is None else lambda _: key, headers,
-            None if idempotency_key is None else lambda _: idempotency_key,
-        )
-        await (self._publisher or await self._open()).publish(batch)
-        return batch[0].id
+        out = self.build(topic, value, key=key, headers=headers, idempotency_key=idempotency_key)
+        await (self._publisher or await self._open()).publish((out,))
+        return out.id
 
     async def send_many(
         self,
@@ -113,7 +110,10 @@ class Producer:
         idempotency_key: str | None = None,
     ) -> Outgoing:
         """The message `send` would publish, encoded but not sent (for outboxes)."""
-        return self._outgoing(topic, value, key, headers, idempotency_key)
+        return self._outgoing(
+            topic, (value,), None if key is None else lambda _: key, headers,
+            None if idempotency_key is None else lambda _: idempotency_key,
+        )[0]
 
     async def publish_raw(self, messages: Sequence[Outgoing]) -> None:
         """Publish already-built messages as they are (used by dead-lettering and replay)."""
