@@ -150,6 +150,13 @@ class Broker:
                 "dedup=msgkit.dedup.Dedup('sqlite:///dedup.db') (or a redis://, postgresql:// "
                 "or memory:// store)"
             )
+        if chosen is Guarantee.EXACTLY_ONCE and dedup is not None and self.capabilities.transactions:
+            raise ConfigurationError(
+                f"exactly-once on {self.backend.url.scheme}:// commits output and offsets in a "
+                "broker transaction, which an idempotency store cannot join (its mark would "
+                "outlive an aborted transaction and skip the redo): drop dedup= for exactly-once "
+                "output, or use Guarantee.AT_LEAST_ONCE with dedup= for database effects"
+            )
         return Consumer(
             self, topic, group=group,
             guarantee=chosen,

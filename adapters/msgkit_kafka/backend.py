@@ -53,6 +53,7 @@ class KafkaBackend(Backend):
         self._natives: dict[tuple[Guarantee, tuple[tuple[str, str], ...]], NativeProducer] = {}
         self._subscriptions: set[KafkaSubscription] = set()
         self._retry_publisher: KafkaPublisher | None = None
+        self._transactional_ids: set[str] = set()
         self._tansu = False
         self._closed = False
 
@@ -132,7 +133,7 @@ class KafkaBackend(Backend):
             conf.setdefault("isolation.level", "read_committed")
             txn = self._transactional(spec.group, {}, settings)
             await txn.start()
-            retry_publisher = JoinedPublisher(txn)
+            retry_publisher = JoinedPublisher(txn, topics)
         try:
             sub = KafkaSubscription(
                 spec, conf, retry_topic=retry,
@@ -165,10 +166,21 @@ class KafkaBackend(Backend):
         if self._closed:
             raise ClosedError("this Kafka backend is closed")
         conf = {**_PRODUCER_DEFAULTS, **self.configs.for_kind("producer", native_only(options))}
-        return TransactionalProducer(
-            transactional_config(conf, name, settings.transactional_id), self._require_topics(),
+        fixed = settings.transactional_id
+        if fixed and fixed in self._transactional_ids:
+            raise ConfigurationError(
+                f"transactional_id {fixed!r} is in use by another exactly-once consumer or "
+                "producer of this connection: give each its own (pass it to broker.consumer() "
+                "or broker.producer(), not to connect())"
+            )
+        producer = TransactionalProducer(
+            transactional_config(conf, name, fixed), self._require_topics(),
             settings.connect_timeout, settings.close_timeout,
         )
+        if fixed:
+            self._transactional_ids.add(fixed)
+            producer.on_close = lambda: self._transactional_ids.discard(fixed)
+        return producer
 
     def _native(self, guarantee: Guarantee, options: Mapping[str, Any]) -> NativeProducer:
         if self._closed:

@@ -55,9 +55,10 @@ class Settings:
     restart fences the crashed one at once, instead of readers of its output waiting up to
     `transaction.timeout.ms` (10 s) for the dead transaction to be aborted."""
     tansu_workarounds: str = "auto"
-    """Work around Tansu 0.6 (see NOTES.md): find a partition's true end by reading its
-    last batch (its high watermark is wrong), and finish a rebalance before leaving the
-    group (a member leaving mid-rebalance blocks the group). "auto": on for Tansu."""
+    """Work around Tansu 0.6 (see the README's Kafka notes): find a partition's true end by
+    reading its last batch (its high watermark is wrong), and finish a rebalance before
+    leaving the group (a member leaving mid-rebalance blocks the group). "auto": on for
+    Tansu."""
 
     def merged(self, options: Mapping[str, Any]) -> Settings:
         """These settings updated by the dotless msgkit keys in `options`."""

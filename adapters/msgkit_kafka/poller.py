@@ -103,7 +103,8 @@ class Poller:
         self.wake = threading.Event()
         """Set by the loop when a blocked backlog fell to `low` or a command is queued."""
         self.transactional = transactional
-        self._commands: deque[Callable[[], None]] = deque()
+        self._commands: deque[tuple[Callable[[], None], asyncio.Future[Any], Any]] = deque()
+        self._exited = False
         self._group_metadata: Any = None
         """Work the loop asked this thread to do between two polls."""
         self._poll_seconds = POLL_SECONDS
@@ -167,6 +168,8 @@ class Poller:
                 consumer.close()  # leaves the group; unfinished work goes to other members
             except Exception:
                 log.exception("closing the Kafka consumer of %r failed", self.topic)
+            self._exited = True
+            self._drop_commands()
             self._to_loop(self.sub._on_stopped, error)
 
     def commit_first(self, positions: list[tuple[PartitionOffsets, int]]) -> asyncio.Future[bool]:
@@ -174,31 +177,48 @@ class Poller:
 
         At-most-once consumers commit a batch before its handlers run, so a crash can
         lose it but never repeat it."""
-        future: asyncio.Future[bool] = self._loop.create_future()
         self._poll_seconds = AMO_POLL_SECONDS  # commands wait for poll() to return
-        self._command(lambda: self._commit_now(positions, future))
+        return self.commit_now(positions)
+
+    def commit_now(self, positions: list[tuple[PartitionOffsets, int]]) -> asyncio.Future[bool]:
+        """(event loop) Commit these positions synchronously on this thread; the future
+        says whether it worked."""
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._command(lambda: self._commit_now(positions, future), future, False)
         return future
 
-    def rewind(self, starts: Mapping[PartitionOffsets, int]) -> asyncio.Future[None]:
+    def rewind(self, starts: Mapping[PartitionOffsets, int], *,
+               from_committed: bool = False) -> asyncio.Future[None]:
         """(event loop) Consume these partitions again from these offsets (an aborted
-        transaction's batch); what was fetched of them after that becomes stale."""
+        transaction's batch), or from the group's committed positions; what was fetched of
+        them after that becomes stale. A partition that cannot be rewound ends the consumer
+        (`ConsumerLostError`): going on past its batch would lose it."""
         future: asyncio.Future[None] = self._loop.create_future()
 
         def run() -> None:
             parts = self.tracker.parts
-            keys = [part.key for part in starts if parts.get(part.key) is part]
-            self.tracker.assign(keys)
-            for part, offset in starts.items():
-                if part.key in keys:
-                    self._held.pop(part.key, None)
-                    try:
-                        self.consumer.seek(TopicPartition(*part.key, offset))
-                    except KafkaException as exc:  # its next owner starts from the commit
-                        log.warning("rewinding %s failed: %s", part.key, exc)
+            live = {part.key: offset for part, offset in starts.items()
+                    if parts.get(part.key) is part}
+            try:
+                if from_committed and live:
+                    query = [TopicPartition(t, p) for t, p in live]
+                    for tp in self.consumer.committed(query, timeout=self.timeout):
+                        if tp.offset >= 0:
+                            live[(tp.topic, tp.partition)] = tp.offset
+                for (topic, partition), offset in live.items():
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                raise ConsumerLostError(
+                    f"could not rewind {self.topic!r} after an aborted transaction: {exc}"
+                ) from exc
+            self.tracker.assign(live)
+            for key in live:
+                self._held.pop(key, None)
             self._to_loop(self.sub._purge, None)
-            self._to_loop(lambda _: _resolve(future, None), None)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, future, None)
 
-        self._command(run)
+        self._command(run, future, None)
         return future
 
     async def group_metadata(self) -> Any:
@@ -208,13 +228,32 @@ class Poller:
             self._group_metadata = await asyncio.to_thread(self.consumer.consumer_group_metadata)
         return self._group_metadata
 
-    def _command(self, run: Callable[[], None]) -> None:
-        self._commands.append(run)
+    def _command(self, run: Callable[[], None], future: asyncio.Future[Any],
+                 fallback: Any) -> None:
+        """Queue `run` for this thread; `future` gets `fallback` if the thread ends first."""
+        self._commands.append((run, future, fallback))
         self.wake.set()
+        if self._exited:
+            self._drop_commands()
 
     def _run_commands(self) -> None:
         while self._commands:
-            self._commands.popleft()()
+            run, future, fallback = self._commands.popleft()
+            try:
+                run()
+            except BaseException:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(_resolve, future, fallback)
+                raise
+
+    def _drop_commands(self) -> None:
+        while True:
+            try:
+                _, future, fallback = self._commands.popleft()
+            except IndexError:
+                return
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, future, fallback)
 
     def _commit_now(self, positions: list[tuple[PartitionOffsets, int]],
                     future: asyncio.Future[bool]) -> None:

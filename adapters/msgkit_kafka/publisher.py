@@ -3,7 +3,8 @@
 `produce()` only queues (it never blocks), so it is called on the event loop; a thread
 calls `poll()` and hands finished batches back with one `call_soon_threadsafe` per batch.
 (confluent-kafka's own `aio.AIOProducer` cannot carry headers in its batch mode, which
-msgkit needs for every message, and was slower in our measurement: see NOTES.md.)
+msgkit needs for every message, and was slower in our measurement: see the README's
+Kafka notes.)
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class KafkaSubscription(Subscription):
             start=spec.start, limit=limit, timeout=timeout, tansu=tansu,
             make=KafkaDelivery, transactional=transaction is not None,
         )
-        self._txn = (BatchTransaction(transaction, self._poller, self.settle)
+        self._txn = (BatchTransaction(transaction, self._poller, self.settle, spec.prefetch)
                      if transaction else None)
         if isinstance(retry_publisher, JoinedPublisher):  # its failures doom the transaction
             retry_publisher.transaction = self._txn
@@ -177,6 +177,8 @@ class KafkaSubscription(Subscription):
                 await self._txn.finish()  # the batch handed out before commits first
                 continue
             room = min(max_messages, self._prefetch - self._unacked)
+            if self._txn is not None:  # a batch is a transaction: as large as it may be
+                room = min(self._txn.limit, self._prefetch - self._unacked)
             buffer = self._buffer
             if room > 0 and buffer:
                 out: list[KafkaDelivery] = []
@@ -296,7 +298,7 @@ class KafkaSubscription(Subscription):
         go to the group's next owner)."""
         assert self._txn is not None
         try:
-            if self._unacked == 0:
+            if self._unacked == 0 and self._error is None:
                 await self._txn.finish()
             else:
                 await self._txn.abandon()

@@ -14,6 +14,10 @@ batch still in flight are settled as stale, so nothing more is published for the
 A consumer that dies leaves its transaction open until `transaction.timeout.ms` (msgkit's
 default: 10 s); the broker then aborts it and the group's next owner redoes the batch.
 
+A batch that published nothing needs no transaction: it begins with the first publish,
+and an output-free batch's positions are committed by the consumer (fenced by the group
+generation just the same).
+
 An EXACTLY_ONCE producer (no consumer) makes each `publish` call one transaction.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -70,6 +75,8 @@ class TransactionalProducer:
         self._close_timeout = close_timeout
         self._native: NativeProducer | None = None
         self.publisher: KafkaPublisher | None = None
+        self.transaction_timeout = float(conf.get("transaction.timeout.ms", 60_000)) / 1000
+        self.on_close: Callable[[], None] | None = None
 
     async def start(self) -> None:
         native = NativeProducer(Guarantee.EXACTLY_ONCE, self.conf)
@@ -92,35 +99,44 @@ class TransactionalProducer:
 
     async def commit(self, offsets: list[TopicPartition] | None = None,
                      metadata: Any = None) -> None:
-        """Adds `offsets` for the group of `metadata` and commits; raises `KafkaException`."""
+        """Adds `offsets` for the group of `metadata` and commits; raises `KafkaException`.
+        Each step is retried alone while librdkafka calls its error retriable."""
         producer = self.native.producer
 
-        def run() -> None:
+        def retried(step: Callable[[], None]) -> None:
             for attempt in range(1, _TRIES + 1):
                 try:
-                    if offsets:
-                        producer.send_offsets_to_transaction(offsets, metadata, self._timeout)
-                    producer.commit_transaction(self._timeout)
+                    step()
                     return
                 except KafkaException as exc:
                     err = _error(exc)
                     if attempt == _TRIES or err is None or not err.retriable():
                         raise
 
+        def run() -> None:
+            if offsets:
+                retried(lambda: producer.send_offsets_to_transaction(offsets, metadata,
+                                                                     self._timeout))
+            retried(lambda: producer.commit_transaction(self._timeout))
+
         await asyncio.to_thread(run)
 
-    async def abort(self) -> None:
-        """Aborts the open transaction; a producer that cannot abort is replaced."""
+    async def abort(self) -> bool:
+        """Aborts the open transaction. A producer that cannot abort is replaced, and then
+        whether the transaction committed is unknown: returns False in that case."""
         try:
             await asyncio.to_thread(self.native.producer.abort_transaction, self._timeout)
-            return
+            return True
         except KafkaException as exc:
             log.warning("aborting a Kafka transaction failed (%s); starting a new producer", exc)
         old = self.native
-        await self.start()
         await old.close(0)
+        await self.start()  # fences the old producer: its transaction ends either way
+        return False
 
     async def close(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
         if self._native is not None:
             await self._native.close(self._close_timeout)
 
@@ -129,72 +145,108 @@ class TransactionalProducer:
 
 
 class BatchTransaction:
-    """The open transaction of one subscription: the batch handed out and its commit."""
+    """The open transaction of one subscription: the batch handed out and its commit.
+
+    Each transaction has an `epoch`; a publish for an older one is refused, so a handler of
+    an aborted batch never writes into the next. A batch whose commit failed is followed by
+    smaller ones (halved down to 1, doubled back after commits), so a batch too slow for
+    `transaction.timeout.ms`, or one bad record, does not fail the same way forever.
+    """
 
     def __init__(self, producer: TransactionalProducer, poller: Poller,
-                 settle: Callable[[KafkaDelivery], bool]) -> None:
+                 settle: Callable[[KafkaDelivery], bool], prefetch: int) -> None:
         self.producer = producer
         self._poller = poller
         self._settle = settle
-        self._doomed: BaseException | None = None
+        self._prefetch = prefetch
+        self.limit = prefetch
+        """The most deliveries the next batch may take."""
+        self.epoch = 0
+        self._begun = False
+        """The producer's transaction began (something was published for this batch)."""
         self._batch: list[KafkaDelivery] = []
         self._unsettled = 0
         self._settled = asyncio.Event()
         self._settled.set()
+        self._doomed: BaseException | None = None
+        self._opened_at = 0.0
         self._committing: asyncio.Task[None] | None = None
         self.commits = 0
         self.aborts = 0
 
     @property
     def open(self) -> bool:
-        return bool(self._batch)
+        """A batch is out, or its commit still runs: the next one waits."""
+        return bool(self._batch) or self._committing is not None
 
     def handed_out(self, deliveries: Sequence[KafkaDelivery]) -> None:
         if not self._batch:
-            self.producer.begin()
+            self.epoch += 1
+            self._opened_at = time.monotonic()
         self._batch.extend(deliveries)
         self._unsettled += len(deliveries)
         self._settled.clear()
+
+    def joined(self, epoch: int) -> bool:
+        """Before publishing into transaction `epoch`: False if it has ended."""
+        if epoch != self.epoch or not self._batch or self._committing is not None:
+            return False
+        if not self._begun:
+            self.producer.begin()
+            self._begun = True
+        return True
 
     def settled(self) -> None:
         self._unsettled -= 1
         if self._unsettled == 0:
             self._settled.set()
 
-    def doom(self, exc: BaseException) -> None:
-        """A publish into the open transaction failed: it can only be aborted now, without
-        waiting for the rest of the batch."""
-        if self._batch and self._doomed is None:
+    def doom(self, epoch: int, exc: BaseException) -> None:
+        """A publish into transaction `epoch` failed: it cannot commit, so it is aborted at
+        once (its handlers may be stuck retrying that publish) and its batch redone."""
+        if epoch == self.epoch and self._batch and self._doomed is None:
             self._doomed = exc
-            self._settled.set()
+            self._start_end()
 
     async def finish(self) -> None:
         """Waits until the batch is settled, then commits it (or aborts and rewinds it).
 
         Cancelling the wait takes nothing; a commit once begun runs to its end."""
-        if not self._batch and self._committing is None:
-            return
-        await self._settled.wait()
         if self._committing is None:
-            self._committing = asyncio.create_task(self._end())
+            if not self._batch:
+                return
+            await self._settled.wait()
+            self._start_end()
         task = self._committing
-        try:
-            await asyncio.shield(task)
-        finally:
-            if task.done() and self._committing is task:
-                self._committing = None
+        assert task is not None
+        await asyncio.shield(task)
 
     async def abandon(self) -> None:
         """Closing with deliveries unsettled: abort; the group's next owner redoes them."""
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
         if self._batch:
-            self._batch = []
-            self._unsettled = 0
-            self._settled.set()
-            await self.producer.abort()
+            self._close_batch()
+            self.epoch += 1
+            if self._begun:
+                self._begun = False
+                await self.producer.abort()
             self.aborts += 1
 
+    def _start_end(self) -> None:
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._end())
+            self._committing.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._committing is task:
+            self._committing = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ending a Kafka transaction of %r failed: %r", self._poller.topic,
+                      task.exception())
+
     async def _end(self) -> None:
-        batch, self._batch = self._batch, []
+        batch = self._batch
         doomed, self._doomed = self._doomed, None
         starts: dict[Any, int] = {}
         for d in batch:
@@ -205,10 +257,14 @@ class BatchTransaction:
             log.warning("a publish into the Kafka transaction of %r failed, redoing its batch "
                         "of %d: %s", self._poller.topic, len(batch), doomed)
         elif len(live) == len(starts):
-            offsets = [TopicPartition(part.key[0], part.key[1], part.position)
-                       for part in live if part.position is not None]
+            positions = [(part, part.position) for part in live if part.position is not None]
             try:
-                await self.producer.commit(offsets, await self._poller.group_metadata())
+                if self._begun:
+                    offsets = [TopicPartition(p.key[0], p.key[1], pos) for p, pos in positions]
+                    await self.producer.commit(offsets, await self._poller.group_metadata())
+                    self._begun = False
+                elif not await self._poller.commit_now(positions):
+                    raise KafkaException(KafkaError(KafkaError._FAIL, "offset commit failed"))
             except KafkaException as exc:
                 log.warning("Kafka transaction of %d messages on %r failed, redoing them: %s",
                             len(batch), self._poller.topic, exc)
@@ -216,12 +272,27 @@ class BatchTransaction:
                 for part in live:
                     part.committed = part.position
                 self.commits += 1
+                self._close_batch()
+                if time.monotonic() - self._opened_at < self.producer.transaction_timeout / 4:
+                    self.limit = min(self._prefetch, self.limit * 2)
                 return
-        await self.producer.abort()
+        self.epoch += 1  # from here on, publishes for this batch are refused
+        known = True
+        if self._begun:
+            self._begun = False
+            known = await self.producer.abort()
         self.aborts += 1
-        await self._poller.rewind(live)
+        if doomed is not None or len(live) == len(starts):
+            self.limit = max(1, len(batch) // 2)
+        # If the abort failed, the transaction may have committed: resume from the group's
+        # committed positions rather than redo what it holds.
+        await self._poller.rewind(live, from_committed=not known)
         for d in batch:  # still in flight: made stale by the rewind, settled here
             self._settle(d)
+        self._close_batch()
+
+    def _close_batch(self) -> None:
+        self._batch = []
         self._unsettled = 0
         self._settled.set()
 
@@ -230,17 +301,23 @@ class JoinedPublisher(Publisher):
     """Publishes into the subscription's open transaction (handler output, retry copies,
     dead letters): confirmed by the broker, visible once the transaction commits."""
 
-    def __init__(self, producer: TransactionalProducer) -> None:
+    def __init__(self, producer: TransactionalProducer, topics: Topics) -> None:
         self._producer = producer
+        self._topics = topics
         self.transaction: BatchTransaction | None = None
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        assert self._producer.publisher is not None
+        txn = self.transaction
+        assert txn is not None and self._producer.publisher is not None
+        epoch = txn.epoch
+        await self._topics.ensure(out.topic for out in messages)  # the await before producing
+        if not txn.joined(epoch):
+            raise PublishError("the Kafka transaction of this message was aborted; it is "
+                               "handled again", reason="aborted")
         try:
             await self._producer.publisher.publish(messages)
         except Exception as exc:
-            if self.transaction is not None:
-                self.transaction.doom(exc)
+            txn.doom(epoch, exc)
             raise
 
     async def close(self) -> None:
@@ -270,10 +347,12 @@ class TransactionalPublisher(Publisher):
                 await producer.publisher.publish(messages)
                 await producer.commit()
             except BaseException as exc:
-                await producer.abort()
-                if isinstance(exc, KafkaException):
+                aborted = await producer.abort()
+                if isinstance(exc, (KafkaException, PublishError)):
                     reason = str(_error(exc) or exc)
-                    raise PublishError(f"Kafka aborted the transaction: {reason}",
+                    outcome = ("aborted: none of its messages is visible" if aborted else
+                               "ended with an unknown outcome: its messages may be visible")
+                    raise PublishError(f"the Kafka transaction {outcome}: {reason}",
                                        reason=reason) from exc
                 raise
 

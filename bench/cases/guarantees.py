@@ -13,8 +13,8 @@ messages sent in pipelined `send_many` chunks, from the first send to the last h
 
 - exactly-once (transactions), Kafka only: the consumer commits each batch (`prefetch`
   messages, 512 by default there) in one transaction; with an exactly-once producer too,
-  each `send_many` chunk is one transaction. On Kafka the dedup mode uses transactions too
-  (exactly-once there always does), plus the store.
+  each `send_many` chunk is one transaction. Kafka refuses a store with its transactions
+  (a store's mark cannot join them): there, database effects take at-least-once + dedup.
 
 A new mode is one more `Mode` in `MODES` (with `backends=` when only some brokers have it).
 """
@@ -49,7 +49,9 @@ AT_LEAST_ONCE = Mode("at-least-once", Guarantee.AT_LEAST_ONCE, Guarantee.AT_LEAS
 MODES = [
     Mode("at-most-once", Guarantee.AT_MOST_ONCE, Guarantee.AT_MOST_ONCE),
     Mode("exactly-once (dedup memory://)", Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE,
-         dedup="memory://"),
+         dedup="memory://", backends=("memory", "amqp")),
+    Mode("at-least-once + dedup memory://", Guarantee.AT_LEAST_ONCE, Guarantee.AT_LEAST_ONCE,
+         dedup="memory://", backends=("kafka",)),
     Mode("exactly-once (transactions)", Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE,
          backends=("kafka",)),
     Mode("exactly-once (transactions, prefetch 32)", Guarantee.AT_LEAST_ONCE,

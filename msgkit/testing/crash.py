@@ -5,12 +5,12 @@ a crash can be counted. A worker is told where to die: at its k-th message, `bef
 side effect, `during` the handler (effect written, handler not returned) or `after` the
 handler returned (before the acknowledgement or commit reaches the broker, most of the time).
 
-    python -m msgkit.testing.crash consume URL TOPIC GROUP GUARANTEE DB KILL_AT PHASE
+    python -m msgkit.testing.crash consume URL TOPIC GROUP GUARANTEE DB KILL_AT PHASE [dedup]
     python -m msgkit.testing.crash relay URL TOPIC OUTPUT GROUP KILL_AT PHASE
     python -m msgkit.testing.crash produce URL TOPIC GUARANTEE DB COUNT
 
-`consume` under exactly-once deduplicates with an SQLite store in the same file and writes
-the effect and the key's mark in one SQLite transaction (effectively-once). `relay` is
+`consume ... dedup` deduplicates with an SQLite store in the same file and writes the effect
+and the key's mark in one SQLite transaction (effectively-once). `relay` is
 exactly-once consume-process-produce: the side effect is a message to OUTPUT whose value is
 the input's id (on Kafka, committed in the consumer's transaction).
 """
@@ -70,15 +70,14 @@ class _Kills:
 
 
 async def consume(url: str, topic: str, group: str, guarantee: str, db_path: str,
-                  kill_at: int, phase: str) -> None:
+                  kill_at: int, phase: str, with_dedup: bool = False) -> None:
     db = open_db(db_path)
     kills = _Kills(kill_at, phase)
     done = asyncio.Event()
-    exactly_once = msgkit.Guarantee(guarantee) is msgkit.Guarantee.EXACTLY_ONCE
 
     async def handler(msg: msgkit.Message) -> None:
         dying = kills.next()
-        if exactly_once:  # the effect and the key's mark commit together
+        if with_dedup:  # the effect and the key's mark commit together
             claim = current_claim()
             assert claim is not None
             db.execute("BEGIN IMMEDIATE")
@@ -94,9 +93,9 @@ async def consume(url: str, topic: str, group: str, guarantee: str, db_path: str
     async with msgkit.connect(url) as broker:
         # A killed worker's claim blocks its key until the lease ends: handlers here are
         # instant, so a short lease keeps the run short.
-        dedup = Dedup(f"sqlite:///{db_path}", lease=2.0) if exactly_once else None
+        dedup = Dedup(f"sqlite:///{db_path}", lease=2.0) if with_dedup else None
         consumer = broker.consumer(topic, group=group, guarantee=msgkit.Guarantee(guarantee),
-                                   prefetch=8, dedup=dedup, **_stable_id(url, group))
+                                   prefetch=8, dedup=dedup)
         await consumer.start(handler)
         print("ready", flush=True)
         await done.wait()
@@ -185,8 +184,9 @@ class Worker:
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "consume":
-        url, topic, group, guarantee, db, kill_at, phase = args
-        asyncio.run(consume(url, topic, group, guarantee, db, int(kill_at), phase))
+        url, topic, group, guarantee, db, kill_at, phase, *mode = args
+        asyncio.run(consume(url, topic, group, guarantee, db, int(kill_at), phase,
+                            mode == ["dedup"]))
     elif command == "relay":
         url, topic, output, group, kill_at, phase = args
         asyncio.run(relay(url, topic, output, group, int(kill_at), phase))

@@ -108,8 +108,9 @@ async def test_a_failed_commit_aborts_and_the_batch_is_handled_again(
     monkeypatch.setattr(TransactionalProducer, "commit", failing_once)
     seen: list[bytes] = []
 
-    async def handler(msg: msgkit.Message) -> None:
+    async def handler(msg: msgkit.Message, ctx: msgkit.Context) -> None:
         seen.append(msg.value)
+        await ctx.send(f"{unique_name}.out", msg.value)  # so the batch is a transaction
 
     values = [f"m{i}".encode() for i in range(10)]
     await kafka1.producer().send_many(unique_name, values)
@@ -118,9 +119,11 @@ async def test_a_failed_commit_aborts_and_the_batch_is_handled_again(
     await wait_committed("eos", unique_name, 0, 10)
     txn = sub_of(consumer)._txn
     assert txn is not None and txn.aborts == 1
-    # The first batch was handled, its commit failed, and everything came back from offset 0.
+    # The first batch was handled, its commit failed, and everything came back from offset 0
+    # (in smaller transactions: the batch after a failed commit is halved).
     redone = len(seen) - len(values)
     assert redone >= 1 and seen[:redone] == values[:redone] and seen[redone:] == values
+    assert txn.commits >= 2 and txn.limit == 10
 
 
 async def test_exactly_once_producer_commits_each_send_many_as_one_transaction(
@@ -138,6 +141,21 @@ async def test_exactly_once_producer_commits_each_send_many_as_one_transaction(
 async def test_exactly_once_without_a_group_is_refused(kafka: msgkit.Broker, unique_name: str) -> None:
     with pytest.raises(ConfigurationError, match="group="):
         await kafka.consumer(unique_name, guarantee=EOS).start(Collector())
+
+
+async def test_a_batch_that_sent_nothing_commits_its_offsets_without_a_transaction(
+    kafka1: msgkit.Broker, unique_name: str, wait_committed: WaitCommitted,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_transaction(self: TransactionalProducer) -> None:
+        raise AssertionError("a batch without output began a transaction")
+
+    monkeypatch.setattr(TransactionalProducer, "begin", no_transaction)
+    got = Collector()
+    await kafka1.consumer(unique_name, group="eos", guarantee=EOS, prefetch=2).start(got)
+    await kafka1.producer().send_many(unique_name, [b"1", b"2", b"3", b"4", b"5"])
+    await got.wait_for(5, timeout=WAIT)
+    await wait_committed("eos", unique_name, 0, 5)
 
 
 async def test_consumer_stopped_mid_batch_aborts_and_the_next_member_redoes_it(
