@@ -257,6 +257,9 @@ class Consumer:
                 message_id=msg.id,
             )
         except Exception:
+            if delivery.stale:  # the broker hands it out again: nothing was lost
+                log.info("message %s is handled again from the broker", msg.id)
+                return
             log.exception("could not retry or dead-letter message %s before the consumer "
                           "stopped; left unacknowledged", msg.id)
 

@@ -106,7 +106,7 @@ class KafkaBackend(Backend):
         settings = self.settings.merged(options)
         if guarantee is Guarantee.EXACTLY_ONCE:
             txn = self._transactional("producer", options, settings)
-            await txn.start()
+            await _started(txn)
             return TransactionalPublisher(txn)
         return KafkaPublisher(self._native(guarantee, options), self._require_topics(),
                               settings.close_timeout)
@@ -132,7 +132,7 @@ class KafkaBackend(Backend):
                 )
             conf.setdefault("isolation.level", "read_committed")
             txn = self._transactional(spec.group, {}, settings)
-            await txn.start()
+            await _started(txn)
             retry_publisher = JoinedPublisher(txn, topics)
         try:
             sub = KafkaSubscription(
@@ -203,3 +203,11 @@ class KafkaBackend(Backend):
         """The `AdminClient` (topics, groups, configs) once connected."""
         return self._admin
 
+
+async def _started(txn: TransactionalProducer) -> None:
+    """Starts `txn`, releasing its transactional id if it cannot start."""
+    try:
+        await txn.start()
+    except BaseException:
+        await txn.close()
+        raise

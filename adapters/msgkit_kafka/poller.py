@@ -208,6 +208,8 @@ class Poller:
                 for (topic, partition), offset in live.items():
                     self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:
+                self.tracker.revoke(live)  # nothing of theirs may commit past the batch
+                self._to_loop(self.sub._purge, None)
                 raise ConsumerLostError(
                     f"could not rewind {self.topic!r} after an aborted transaction: {exc}"
                 ) from exc

@@ -173,7 +173,7 @@ class KafkaSubscription(Subscription):
                 raise self._error
             if self._closed:
                 return ()
-            if self._txn is not None and self._txn.open:
+            if self._txn is not None and (self._txn.open or self._txn.broken):
                 await self._txn.finish()  # the batch handed out before commits first
                 continue
             room = min(max_messages, self._prefetch - self._unacked)
@@ -298,7 +298,7 @@ class KafkaSubscription(Subscription):
         go to the group's next owner)."""
         assert self._txn is not None
         try:
-            if self._unacked == 0 and self._error is None:
+            if self._unacked == 0 and self._error is None and self._txn.broken is None:
                 await self._txn.finish()
             else:
                 await self._txn.abandon()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from msgkit.backend import Publisher
-from msgkit.errors import PublishError
+from msgkit.errors import ConsumerLostError, PublishError
 from msgkit.guarantee import Guarantee
 from msgkit.message import Outgoing
 from msgkit_kafka.config import redacted
@@ -171,6 +171,11 @@ class BatchTransaction:
         self._doomed: BaseException | None = None
         self._opened_at = 0.0
         self._committing: asyncio.Task[None] | None = None
+        self.broken: BaseException | None = None
+        """Ending a batch failed past recovery (no producer): the consumer must stop."""
+        self._publishing = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self.commits = 0
         self.aborts = 0
 
@@ -188,13 +193,26 @@ class BatchTransaction:
         self._settled.clear()
 
     def joined(self, epoch: int) -> bool:
-        """Before publishing into transaction `epoch`: False if it has ended."""
-        if epoch != self.epoch or not self._batch or self._committing is not None:
+        """Before publishing into transaction `epoch`: False if it has ended. True counts a
+        publish in flight until `left()`: a batch is aborted only once none is."""
+        if (epoch != self.epoch or not self._batch or self._committing is not None
+                or self.broken is not None):
             return False
         if not self._begun:
-            self.producer.begin()
-            self._begun = True
+            self._begun = True  # also when begin fails: the end then replaces the producer
+            try:
+                self.producer.begin()
+            except KafkaException as exc:
+                self.doom(epoch, exc)
+                return False
+        self._publishing += 1
+        self._quiet.clear()
         return True
+
+    def left(self) -> None:
+        self._publishing -= 1
+        if self._publishing == 0:
+            self._quiet.set()
 
     def settled(self) -> None:
         self._unsettled -= 1
@@ -213,13 +231,16 @@ class BatchTransaction:
 
         Cancelling the wait takes nothing; a commit once begun runs to its end."""
         if self._committing is None:
+            if self.broken is not None:
+                raise self.broken
             if not self._batch:
                 return
             await self._settled.wait()
-            self._start_end()
+            if self._committing is None and self._batch:
+                self._start_end()
         task = self._committing
-        assert task is not None
-        await asyncio.shield(task)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def abandon(self) -> None:
         """Closing with deliveries unsettled: abort; the group's next owner redoes them."""
@@ -235,15 +256,23 @@ class BatchTransaction:
 
     def _start_end(self) -> None:
         if self._committing is None:
-            self._committing = asyncio.create_task(self._end())
-            self._committing.add_done_callback(self._ended)
+            self._committing = asyncio.create_task(self._end_once())
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if self._committing is task:
-            self._committing = None
-        if not task.cancelled() and task.exception() is not None:
-            log.error("ending a Kafka transaction of %r failed: %r", self._poller.topic,
-                      task.exception())
+    async def _end_once(self) -> None:
+        try:
+            await self._end()
+        except BaseException as exc:
+            # No commit happened: the batch is left to the group's next owner.
+            self.broken = ConsumerLostError(
+                f"ending a Kafka transaction of {self._poller.topic!r} failed: {exc!r}")
+            log.error("%s", self.broken)
+            self._close_batch()
+            raise self.broken from exc
+        finally:
+            # Cleared here, not in a done callback: a waiter woken by `_close_batch` must
+            # not find a finished task still registered.
+            if self._committing is asyncio.current_task():
+                self._committing = None
 
     async def _end(self) -> None:
         batch = self._batch
@@ -277,6 +306,7 @@ class BatchTransaction:
                     self.limit = min(self._prefetch, self.limit * 2)
                 return
         self.epoch += 1  # from here on, publishes for this batch are refused
+        await self._quiet.wait()  # and those under way have produced or failed
         known = True
         if self._begun:
             self._begun = False
@@ -319,6 +349,8 @@ class JoinedPublisher(Publisher):
         except Exception as exc:
             txn.doom(epoch, exc)
             raise
+        finally:
+            txn.left()
 
     async def close(self) -> None:
         """The subscription closes its producer."""

@@ -201,7 +201,9 @@ async def test_a_failed_publish_into_the_transaction_aborts_and_redoes_the_batch
 
     outputs = Collector()
     await kafka1.consumer(out, group="verify").start(outputs)
-    consumer = kafka1.consumer(unique_name, group="eos", guarantee=EOS, prefetch=5)
+    # Default prefetch: the batch (5) is smaller, so fetch waits in the open transaction
+    # while the failed publish ends it.
+    consumer = kafka1.consumer(unique_name, group="eos", guarantee=EOS)
     await consumer.start(relay)
     values = [f"m{i}".encode() for i in range(5)]
     await kafka1.producer().send_many(unique_name, values)
