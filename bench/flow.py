@@ -65,6 +65,24 @@ async def send_to_handler(
             forget(broker, topic)
 
 
+async def awaited_sends_to_handler(url: str, n: int, **consumer: Any) -> float:
+    """Seconds from the first send to the `n`th handled message, each `send` awaited alone
+    (as a service publishing events does), to a consumer made with `consumer` options."""
+    topic = fresh_topic()
+    async with msgkit.connect(url) as broker:
+        try:
+            handler = Countdown(n)
+            await broker.consumer(topic, group="g", **consumer).start(handler)
+            producer = broker.producer()
+            start = time.perf_counter()
+            for _ in range(n):
+                await producer.send(topic, BODY)
+            await handler.done.wait()
+            return time.perf_counter() - start
+        finally:
+            forget(broker, topic)
+
+
 def runner(
     make_handler: Callable[[int], Countdown], **options: Any
 ) -> Callable[[str, int], Awaitable[float]]:

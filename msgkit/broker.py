@@ -139,24 +139,13 @@ class Broker:
         """A consumer of `topic` in `group` (same group: compete; other groups: each gets all).
 
         `concurrency` messages run at once, one at a time per key. `prefetch` bounds the
-        messages held unacknowledged (default: 4 x concurrency, at least 32). `start` is where
+        messages held unacknowledged (default: 4 x concurrency, at least 32; 512 under
+        exactly-once with broker transactions, where a batch is a transaction). `start` is where
         a new group begins: "earliest" (default for named groups) or "latest".
         """
         chosen = _guarantee(guarantee or self.settings.guarantee)
-        if chosen is Guarantee.EXACTLY_ONCE and dedup is None and not self.capabilities.transactions:
-            raise ConfigurationError(
-                f"Guarantee.EXACTLY_ONCE on a {self.backend.url.scheme}:// consumer means "
-                "at-least-once delivery plus an idempotency store: pass "
-                "dedup=msgkit.dedup.Dedup('sqlite:///dedup.db') (or a redis://, postgresql:// "
-                "or memory:// store)"
-            )
-        if chosen is Guarantee.EXACTLY_ONCE and dedup is not None and self.capabilities.transactions:
-            raise ConfigurationError(
-                f"exactly-once on {self.backend.url.scheme}:// commits output and offsets in a "
-                "broker transaction, which an idempotency store cannot join (its mark would "
-                "outlive an aborted transaction and skip the redo): drop dedup= for exactly-once "
-                "output, or use Guarantee.AT_LEAST_ONCE with dedup= for database effects"
-            )
+        if chosen is Guarantee.EXACTLY_ONCE:
+            self._check_exactly_once(dedup)
         return Consumer(
             self, topic, group=group,
             guarantee=chosen,
@@ -166,6 +155,24 @@ class Broker:
             dedup=dedup,
             options=options,
         )
+
+    def _check_exactly_once(self, dedup: Deduplicator | None) -> None:
+        """Exactly-once is the broker's transactions where it has them, else the store."""
+        scheme = self.backend.url.scheme
+        if self.capabilities.transactions and dedup is not None:
+            raise ConfigurationError(
+                f"exactly-once on {scheme}:// commits output and offsets in a broker "
+                "transaction, which an idempotency store cannot join (its mark would outlive "
+                "an aborted transaction and skip the redo): drop dedup= for exactly-once "
+                "output, or use Guarantee.AT_LEAST_ONCE with dedup= for database effects"
+            )
+        if not self.capabilities.transactions and dedup is None:
+            raise ConfigurationError(
+                f"Guarantee.EXACTLY_ONCE on a {scheme}:// consumer means at-least-once "
+                "delivery plus an idempotency store: pass "
+                "dedup=msgkit.dedup.Dedup('sqlite:///dedup.db') (or a redis://, postgresql:// "
+                "or memory:// store)"
+            )
 
     def subscriber(
         self, topic: str, *, group: str | None = None, **consumer_options: Any

@@ -22,9 +22,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import msgkit
-from bench.flow import BODY, forget, fresh_topic
-from bench.harness import Case, Countdown
+from bench.flow import awaited_sends_to_handler
+from bench.harness import Case
 from msgkit.dedup import Dedup, IdempotencyStore, Scope, open_store
 
 REDIS_URL = os.environ.get("MSGKIT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -71,20 +70,7 @@ async def fresh_store(kind: str) -> AsyncIterator[IdempotencyStore]:
 
 
 async def _send_to_handler(url: str, n: int, dedup: Dedup | None, concurrency: int = 1) -> float:
-    topic = fresh_topic()
-    async with msgkit.connect(url) as broker:
-        try:
-            handler = Countdown(n)
-            consumer = broker.consumer(topic, group="g", dedup=dedup, concurrency=concurrency)
-            await consumer.start(handler)
-            producer = broker.producer()
-            start = time.perf_counter()
-            for _ in range(n):
-                await producer.send(topic, BODY)
-            await handler.done.wait()
-            return time.perf_counter() - start
-        finally:
-            forget(broker, topic)
+    return await awaited_sends_to_handler(url, n, dedup=dedup, concurrency=concurrency)
 
 
 def consumer_with(kind: str, concurrency: int = 1) -> Callable[[str, int], Awaitable[float]]:

@@ -7,28 +7,12 @@ CPU time over wall time); well under 1.0 means other processes took the core mea
 
 from __future__ import annotations
 
-import time
-
-import msgkit
-from bench.flow import BODY, forget, fresh_topic
-from bench.harness import Case, Countdown
+from bench.flow import awaited_sends_to_handler
+from bench.harness import Case
 
 
 async def send_to_handler(url: str, n: int) -> float:
-    topic = fresh_topic()
-    async with msgkit.connect(url) as broker:
-        try:
-            handler = Countdown(n)
-            consumer = broker.consumer(topic, group="g")
-            await consumer.start(handler)
-            producer = broker.producer()
-            start = time.perf_counter()
-            for _ in range(n):
-                await producer.send(topic, BODY)
-            await handler.done.wait()
-            return time.perf_counter() - start
-        finally:
-            forget(broker, topic)
+    return await awaited_sends_to_handler(url, n)
 
 
 CASES = [
