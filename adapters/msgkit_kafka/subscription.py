@@ -59,8 +59,10 @@ class KafkaDelivery(Delivery):
 
     @property
     def stale(self) -> bool:
-        """Its partition was revoked or rewound (an aborted transaction): it comes again."""
-        return self.part.revoked
+        """Its partition was revoked or rewound (an aborted transaction), or its transaction
+        could not end (the consumer stops): it comes again, from here or another member."""
+        txn = self._sub._txn
+        return self.part.revoked or (txn is not None and txn.broken is not None)
 
     @property
     def origin(self) -> Mapping[str, str]:

@@ -130,6 +130,7 @@ class TransactionalProducer:
         except KafkaException as exc:
             log.warning("aborting a Kafka transaction failed (%s); starting a new producer", exc)
         old = self.native
+        self._native = self.publisher = None
         await old.close(0)
         await self.start()  # fences the old producer: its transaction ends either way
         return False
@@ -220,8 +221,9 @@ class BatchTransaction:
             self._settled.set()
 
     def doom(self, epoch: int, exc: BaseException) -> None:
-        """A publish into transaction `epoch` failed: it cannot commit, so it is aborted at
-        once (its handlers may be stuck retrying that publish) and its batch redone."""
+        """A publish into transaction `epoch` failed: it cannot commit, so its end starts now
+        (its handlers may be stuck retrying that publish): publishes under way finish (within
+        `message.timeout.ms`), then it is aborted and its batch redone."""
         if epoch == self.epoch and self._batch and self._doomed is None:
             self._doomed = exc
             self._start_end()
@@ -241,6 +243,8 @@ class BatchTransaction:
         task = self._committing
         if task is not None:
             await asyncio.shield(task)
+        if self.broken is not None:
+            raise self.broken
 
     async def abandon(self) -> None:
         """Closing with deliveries unsettled: abort; the group's next owner redoes them."""
@@ -261,13 +265,14 @@ class BatchTransaction:
     async def _end_once(self) -> None:
         try:
             await self._end()
-        except BaseException as exc:
-            # No commit happened: the batch is left to the group's next owner.
+        except Exception as exc:
+            # No commit happened: the batch is left to the group's next owner, and its
+            # deliveries are stale (`broken`); `finish` raises this to stop the consumer.
             self.broken = ConsumerLostError(
                 f"ending a Kafka transaction of {self._poller.topic!r} failed: {exc!r}")
+            self.broken.__cause__ = exc
             log.error("%s", self.broken)
             self._close_batch()
-            raise self.broken from exc
         finally:
             # Cleared here, not in a done callback: a waiter woken by `_close_batch` must
             # not find a finished task still registered.
@@ -373,8 +378,8 @@ class TransactionalPublisher(Publisher):
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         async with self._lock:
             producer = self._producer
-            producer.begin()
             try:
+                producer.begin()
                 assert producer.publisher is not None
                 await producer.publisher.publish(messages)
                 await producer.commit()
