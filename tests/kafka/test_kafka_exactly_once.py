@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 import msgkit
 from msgkit.consumer import DLQ_GROUP
-from msgkit.errors import ConfigurationError, PublishError
+from msgkit.errors import ConfigurationError, ConsumerLostError, PublishError
 from msgkit.message import Outgoing
 from msgkit.testing import Collector, eventually
 from msgkit.testing.conformance.support import WAIT, fast_retries
@@ -21,6 +21,7 @@ from msgkit_kafka.transaction import TransactionalProducer
 
 EOS = msgkit.Guarantee.EXACTLY_ONCE
 WaitCommitted = Callable[[str, str, int, int], Awaitable[None]]
+Committed = Callable[[str, str, int], Awaitable[int]]
 SubOf = Callable[[msgkit.Consumer], KafkaSubscription]
 
 
@@ -213,3 +214,24 @@ async def test_a_failed_publish_into_the_transaction_aborts_and_redoes_the_batch
     assert txn is not None and txn.aborts >= 1 and not failures
     await eventually(lambda: set(outputs.values) == set(values), timeout=WAIT,
                      message="every input's output committed after the redo")
+
+
+async def test_a_transaction_that_cannot_end_stops_the_consumer_and_commits_nothing(
+    kafka1: msgkit.Broker, unique_name: str, committed: Committed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def fails(self: TransactionalProducer, *args: object, **kw: object) -> bool:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "injected: broker gone"))
+
+    monkeypatch.setattr(TransactionalProducer, "commit", fails)
+    monkeypatch.setattr(TransactionalProducer, "abort", fails)
+
+    async def relay(msg: msgkit.Message, ctx: msgkit.Context) -> None:
+        await ctx.send(f"{unique_name}.out", msg.value)
+
+    consumer = kafka1.consumer(unique_name, group="eos", guarantee=EOS)
+    await consumer.start(relay)
+    await kafka1.producer().send_many(unique_name, [b"a", b"b", b"c"])
+    with pytest.raises(ConsumerLostError, match="ending a Kafka transaction"):
+        await asyncio.wait_for(consumer.wait(), WAIT)
+    assert await committed("eos", unique_name, 0) < 0  # the batch is left to the next owner
