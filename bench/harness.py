@@ -66,17 +66,26 @@ class Result:
 
 
 class Countdown:
-    """A handler that sets `done` once it has been called `n` times."""
+    """A handler that sets `done` once it has been called `n` times; `elapsed` is the time
+    from its first call to its `n`th (so a group join before the first is not counted)."""
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.count = 0
+        self.first = self.last = 0.0
         self.done = asyncio.Event()
 
     async def __call__(self, msg: object) -> None:
         self.count += 1
+        if self.count == 1:
+            self.first = time.perf_counter()
         if self.count == self.n:
+            self.last = time.perf_counter()
             self.done.set()
+
+    @property
+    def elapsed(self) -> float:
+        return self.last - self.first
 
 
 def percentiles_ms(latencies: list[float]) -> tuple[float, float]:

@@ -26,7 +26,7 @@ from faststream.confluent import KafkaBroker
 
 import msgkit
 from bench.cases.kafka import PAYLOAD, _confs, _create, _fill, _topic, msgkit_consume
-from bench.harness import Case
+from bench.harness import Case, Countdown
 
 
 async def msgkit_awaited_sends(url: str, n: int, **options: Any) -> float:
@@ -68,9 +68,7 @@ async def faststream_consume(url: str, n: int) -> float:
     await _fill(url, topic, n)
     _, conf = _confs(url)
     broker = _faststream(url)
-    done = asyncio.Event()
-    count = 0
-    first = last = 0.0
+    countdown = Countdown(n)
 
     @broker.subscriber(
         topic, group_id="bench-faststream", auto_offset_reset="earliest",
@@ -81,18 +79,12 @@ async def faststream_consume(url: str, n: int) -> float:
         max_poll_interval_ms=int(conf.get("max.poll.interval.ms", 300_000)),
     )
     async def handler(body: bytes) -> None:
-        nonlocal count, first, last
-        count += 1
-        if count == 1:
-            first = time.perf_counter()
-        if count == n:
-            last = time.perf_counter()
-            done.set()
+        await countdown(body)
 
     await broker.start()
     try:
-        await asyncio.wait_for(done.wait(), 300)
-        return last - first
+        await asyncio.wait_for(countdown.done.wait(), 300)
+        return countdown.elapsed
     finally:
         await broker.stop()
 

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import msgkit
-from bench.harness import Case
+from bench.harness import Case, Countdown
 from msgkit.url import URL
 from msgkit_kafka.config import split_options
 
@@ -128,24 +128,12 @@ async def msgkit_consume(url: str, n: int) -> float:
     await _create(url, topic)
     await _fill(url, topic, n)
     async with msgkit.connect(url) as broker:
-        done = asyncio.Event()
-        count = 0
-        first = last = 0.0
-
-        async def handler(msg: msgkit.Message) -> None:
-            nonlocal count, first, last
-            count += 1
-            if count == 1:
-                first = time.perf_counter()
-            if count == n:
-                last = time.perf_counter()
-                done.set()
-
+        countdown = Countdown(n)
         consumer = broker.consumer(topic, group="bench", start="earliest")
-        await consumer.start(handler)
-        await asyncio.wait_for(done.wait(), 120)
+        await consumer.start(countdown)
+        await asyncio.wait_for(countdown.done.wait(), 120)
         await consumer.stop()
-        return last - first
+        return countdown.elapsed
 
 
 async def raw_consume(url: str, n: int) -> float:
@@ -156,14 +144,19 @@ async def raw_consume_reading(url: str, n: int) -> float:
     return await _raw_consume(url, n, read=True)
 
 
-async def _raw_consume(url: str, n: int, *, read: bool) -> float:
-    """`read`: the loop reads each record's key, value and headers, as a real handler does."""
+async def _filled_for_raw(url: str, n: int, group: str) -> tuple[str, dict[str, Any]]:
+    """A fresh topic holding `n` messages, and consumer settings for a raw `group`."""
     topic = _topic()
     await _create(url, topic)
     await _fill(url, topic, n)
     _, conf = _confs(url)
-    conf.update({"group.id": "bench-raw", "auto.offset.reset": "earliest",
-                 "enable.auto.commit": False})
+    conf.update({"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    return topic, conf
+
+
+async def _raw_consume(url: str, n: int, *, read: bool) -> float:
+    """`read`: the loop reads each record's key, value and headers, as a real handler does."""
+    topic, conf = await _filled_for_raw(url, n, "bench-raw")
     return await asyncio.to_thread(_raw_consume_loop, conf, topic, n, read)
 
 
@@ -200,30 +193,17 @@ async def raw_asyncio_consume(url: str, n: int) -> float:
     """What an asyncio service writes with raw confluent-kafka: a thread consumes batches
     and hands them to the event loop; an async handler is awaited per record (reading key,
     value and headers); the thread commits what was handled. At most 4 batches in flight."""
-    topic = _topic()
-    await _create(url, topic)
-    await _fill(url, topic, n)
-    _, conf = _confs(url)
-    conf.update({"group.id": "bench-raw-asyncio", "auto.offset.reset": "earliest",
-                 "enable.auto.commit": False})
+    topic, conf = await _filled_for_raw(url, n, "bench-raw-asyncio")
     loop = asyncio.get_running_loop()
     batches: asyncio.Queue[list[Any]] = asyncio.Queue()
     in_flight = threading.Semaphore(4)
     handled: dict[int, int] = {}  # partition -> next offset; written by the loop only
     stop = threading.Event()
-    count = 0
-    first = last = 0.0
-    done = asyncio.Event()
+    countdown = Countdown(n)
 
     async def handler(record: Any) -> None:
-        nonlocal count, first, last
         record.key(), record.value(), record.headers()
-        count += 1
-        if count == 1:
-            first = time.perf_counter()
-        if count == n:
-            last = time.perf_counter()
-            done.set()
+        await countdown(record)
 
     def consume() -> None:
         consumer = Consumer(conf)
@@ -258,12 +238,12 @@ async def raw_asyncio_consume(url: str, n: int) -> float:
     thread.start()
     server = asyncio.create_task(serve())
     try:
-        await asyncio.wait_for(done.wait(), 120)
+        await asyncio.wait_for(countdown.done.wait(), 120)
     finally:
         server.cancel()
         stop.set()
         await asyncio.to_thread(thread.join)
-    return last - first
+    return countdown.elapsed
 
 
 async def raw_asyncio_produce(url: str, n: int) -> float:
