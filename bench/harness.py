@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,15 @@ class Countdown:
         if self.count == 1:
             self.first = time.perf_counter()
         if self.count == self.n:
+            self.last = time.perf_counter()
+            self.done.set()
+
+    async def many(self, msgs: Sequence[object]) -> None:
+        """The batch-handler form: counts every message of `msgs`."""
+        if self.count == 0:
+            self.first = time.perf_counter()
+        self.count += len(msgs)
+        if self.count >= self.n and not self.done.is_set():
             self.last = time.perf_counter()
             self.done.set()
 

@@ -134,6 +134,7 @@ class Broker:
         start: StartFrom | None = None,
         failure: FailurePolicy | None = None,
         dedup: Deduplicator | None = None,
+        batch: int | None = None,
         **options: Any,
     ) -> Consumer:
         """A consumer of `topic` in `group` (same group: compete; other groups: each gets all).
@@ -142,9 +143,10 @@ class Broker:
         messages held unacknowledged (default: 4 x concurrency, at least 32; 512 under
         exactly-once with broker transactions, where a batch is a transaction). `start` is where
         a new group begins: "earliest" (default for named groups) or "latest".
+        `batch`: the handler takes a list of up to this many messages (`msgkit.batch`).
         """
         chosen = _guarantee(guarantee or self.settings.guarantee)
-        if chosen is Guarantee.EXACTLY_ONCE:
+        if chosen is Guarantee.EXACTLY_ONCE and batch is None:  # batches refuse it anyway
             self._check_exactly_once(dedup)
         return Consumer(
             self, topic, group=group,
@@ -153,6 +155,7 @@ class Broker:
             prefetch=prefetch, start=start,
             failure=failure or FailurePolicy(max_attempts=self.settings.max_attempts),
             dedup=dedup,
+            batch=batch,
             options=options,
         )
 

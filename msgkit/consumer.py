@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from msgkit.backend import Delivery, Publisher, StartFrom, Subscription, SubscriptionSpec
+from msgkit.batch import BatchRunner
 from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
 from msgkit.dispatch import Dispatcher
 from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
-from msgkit.handler import Bound, Handler, adapt
+from msgkit.handler import Bound, Handler, adapt, adapt_batch
 from msgkit.message import Message, Outgoing
 from msgkit.outbox import OUTBOX
 
@@ -62,10 +63,13 @@ class Consumer:
         start: StartFrom | None,
         failure: FailurePolicy,
         dedup: Deduplicator | None = None,
+        batch: int | None = None,
         options: Mapping[str, Any],
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
+        if batch is not None:
+            _check_batch(batch, concurrency, prefetch, guarantee, dedup)
         if prefetch is not None and prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
         if start not in (None, "earliest", "latest"):
@@ -81,7 +85,8 @@ class Consumer:
         default = max(32, 4 * concurrency)
         if guarantee is Guarantee.EXACTLY_ONCE and broker.capabilities.transactions:
             default = max(default, TRANSACTION_PREFETCH)
-        self.prefetch = prefetch or default
+        self.prefetch = prefetch or batch or default
+        self.batch = batch
         self.start_from: StartFrom = start or ("earliest" if group else "latest")
         self.failure = failure
         self.dedup = dedup
@@ -91,7 +96,7 @@ class Consumer:
         self._transaction: Publisher | None = None
         self._handler: Bound | None = None
         self._subscription: Subscription | None = None
-        self._dispatcher: Dispatcher | None = None
+        self._dispatcher: Dispatcher | BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._producer: Producer | None = None
         self._dead_letters: Producer | None = None
@@ -102,7 +107,10 @@ class Consumer:
             raise ConfigurationError("this consumer is already running; make another for a second handler")
         if self._broker.closed:
             raise ClosedError("the broker is closed; start consumers before closing it")
-        self._handler = adapt(handler, self._context)
+        if self.batch is None:
+            self._handler = adapt(handler, self._context)
+        else:
+            batch_handler, decode = adapt_batch(handler)
         spec = SubscriptionSpec(
             topic=self.topic, group=self.group, prefetch=self.prefetch,
             start=self.start_from, guarantee=self.guarantee, options=self._options,
@@ -110,9 +118,14 @@ class Consumer:
         self._subscription = await self._broker.backend.subscribe(spec)
         if self._exactly_once:
             self._transaction = self._subscription.transactional_publisher()
-        self._dispatcher = Dispatcher(
-            self._subscription, self._process, concurrency=self.concurrency, prefetch=self.prefetch
-        )
+        if self.batch is None:
+            self._dispatcher = Dispatcher(self._subscription, self._process,
+                                          concurrency=self.concurrency, prefetch=self.prefetch)
+        else:
+            self._dispatcher = BatchRunner(
+                self._subscription, batch_handler, decode, size=self.batch,
+                ack_first=self._ack_first, failure=self.failure, failed=self._failed,
+            )
         self._task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
         self._broker._consumers.add(self)
         log.debug("consumer started: %s", self.describe())
@@ -159,7 +172,8 @@ class Consumer:
         """The guarantee, limits and the effective client settings."""
         return {
             "topic": self.topic, "group": self.group, "guarantee": self.guarantee.value,
-            "concurrency": self.concurrency, "prefetch": self.prefetch, "start": self.start_from,
+            "concurrency": self.concurrency, "prefetch": self.prefetch, "batch": self.batch,
+            "start": self.start_from,
             "ack": "before handler" if self._ack_first else "after handler",
             "sends": ("in the broker transaction, after the handler" if self._transaction
                       else "after the handler" if self._exactly_once else "at once"),
@@ -289,3 +303,20 @@ class Consumer:
             guarantee = Guarantee.AT_MOST_ONCE if self._ack_first else Guarantee.AT_LEAST_ONCE
             self._producer = self._broker.producer(guarantee=guarantee)
         return self._producer
+
+
+def _check_batch(batch: int, concurrency: int, prefetch: int | None, guarantee: Guarantee,
+                 dedup: Deduplicator | None) -> None:
+    if batch < 1:
+        raise ConfigurationError(f"batch must be at least 1, not {batch}")
+    if concurrency > 1:
+        raise ConfigurationError(
+            "a batch consumer handles one batch at a time (that keeps per-key order): drop "
+            "concurrency=, or run more consumers in the group")
+    if prefetch is not None and prefetch < batch:
+        raise ConfigurationError(f"prefetch={prefetch} is smaller than batch={batch}; "
+                                 "leave prefetch unset or make it at least the batch")
+    if guarantee is Guarantee.EXACTLY_ONCE or dedup is not None:
+        raise ConfigurationError(
+            "batch consumers give at-most-once or at-least-once delivery; for exactly-once or "
+            "dedup= take one message per handler call (drop batch=)")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, get_type_hints
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 from msgkit.errors import HandlerError
 from msgkit.message import Message
@@ -17,32 +17,22 @@ Handler = Callable[..., Awaitable[Any]]
 `Message.decode`), and either of them with a second parameter `ctx: msgkit.Context`."""
 
 Bound = Callable[[Message], Awaitable[Any]]
+BatchHandler = Callable[[list[Any]], Awaitable[Any]]
+"""`async def handler(msgs: list[msgkit.Message])`, or `list[Order]` to get decoded payloads."""
+Decode = Callable[[Message], Any]
 
 
 def adapt(handler: Handler, make_context: Callable[[Message], Context]) -> Bound:
     """Checks the handler's shape once, so a bad handler fails at start, not per message."""
-    if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-    ):
-        raise HandlerError(
-            f"handler {getattr(handler, '__qualname__', handler)!r} must be an async function: "
-            "write it as `async def handler(msg: msgkit.Message) -> None`"
-        )
-    params = [
-        p for p in inspect.signature(handler).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    params = _positional(handler, "msg: msgkit.Message")
     if not 1 <= len(params) <= 2:
         raise HandlerError(
             f"handler {handler.__qualname__!r} takes {len(params)} positional parameters; "
             "it takes the message, and optionally a msgkit.Context"
         )
-    try:
-        hints = get_type_hints(handler)
-    except Exception:  # unresolvable annotations: treat as untyped
-        hints = {}
+    hints = _hints(handler)
     model = hints.get(params[0].name, Message)
-    decode = model not in (Message, Any, inspect.Parameter.empty)
+    decode = _decodes(model)
     with_context = len(params) == 2
 
     if not decode and not with_context:
@@ -59,3 +49,51 @@ def adapt(handler: Handler, make_context: Callable[[Message], Context]) -> Bound
     async def decoded_contextual(msg: Message) -> Any:
         return await handler(msg.decode(model), make_context(msg))
     return decoded_contextual
+
+
+def adapt_batch(handler: Handler) -> tuple[BatchHandler, Decode | None]:
+    """A batch handler and how each message is decoded for it (None: it takes `Message`s).
+
+    Decoding is per message, so one payload that does not fit fails alone."""
+    params = _positional(handler, "msgs: list[msgkit.Message]")
+    if len(params) != 1:
+        raise HandlerError(
+            f"batch handler {handler.__qualname__!r} takes {len(params)} positional parameters; "
+            "it takes one: the list of messages"
+        )
+    hint = _hints(handler).get(params[0].name, list)
+    if get_origin(hint) not in (list, Sequence, Iterable) and hint not in (list, Any):
+        raise HandlerError(
+            f"batch handler {handler.__qualname__!r} is annotated {hint!r}; a batch handler "
+            "takes a list: `msgs: list[msgkit.Message]` or `orders: list[Order]`"
+        )
+    args = get_args(hint)
+    model = args[0] if args else Message
+    if not _decodes(model):
+        return handler, None
+    return handler, lambda msg: msg.decode(model)
+
+
+def _positional(handler: Handler, shape: str) -> list[inspect.Parameter]:
+    if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    ):
+        raise HandlerError(
+            f"handler {getattr(handler, '__qualname__', handler)!r} must be an async function: "
+            f"write it as `async def handler({shape}) -> None`"
+        )
+    return [
+        p for p in inspect.signature(handler).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def _hints(handler: Handler) -> dict[str, Any]:
+    try:
+        return get_type_hints(handler)
+    except Exception:  # unresolvable annotations: treat as untyped
+        return {}
+
+
+def _decodes(model: Any) -> bool:
+    return model not in (Message, Any, inspect.Parameter.empty)

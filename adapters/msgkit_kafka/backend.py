@@ -30,6 +30,11 @@ log = logging.getLogger("msgkit.kafka")
 
 _PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition as Java clients
 RETRY_PRODUCER = {"linger.ms": 0}
+CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 20}
+"""librdkafka stops fetching a partition whose local queue is over its thresholds and
+looks again only after fetch.queue.backoff.ms (1 s by default): a consumer slower than the
+broker drained the queue and then waited out the rest of that second (on Tansu, 128k msg/s
+with the default, 236k with 20 ms). msgkit bounds memory with its own buffer and pauses."""
 
 
 class KafkaBackend(Backend):
@@ -116,7 +121,7 @@ class KafkaBackend(Backend):
         settings = self.settings.merged(spec.options)
         retry = retry_topic(spec.topic, spec.group) if spec.group is not None else None
         await topics.ensure([spec.topic] + ([retry] if retry else []))
-        conf = self.configs.for_kind("consumer", spec.options)
+        conf = {**CONSUMER_DEFAULTS, **self.configs.for_kind("consumer", spec.options)}
         conf["group.id"] = spec.group or f"msgkit-private-{uuid.uuid4().hex}"
         conf["enable.auto.commit"] = False
         conf["enable.auto.offset.store"] = False

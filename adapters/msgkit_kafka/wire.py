@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from msgkit.headers import MESSAGE_ID
+from msgkit.headers import ATTEMPT, IDEMPOTENCY_KEY, MESSAGE_ID
 from msgkit.message import Message
 
 DUE_AT = "msgkit-kafka-due-at"
@@ -43,25 +43,79 @@ def due_at(record: Any) -> float:
 
 def to_message(record: Any, retried: bool) -> Message:
     """A msgkit message from a confluent-kafka record; `retried`: it comes from a retry topic."""
-    raw = record.headers()
-    headers: dict[str, str] = {}
-    if raw:
-        for k, v in raw:  # a plain loop: a comprehension costs a function call (Python 3.11)
-            headers[k] = v.decode("utf-8", "replace") if v is not None else ""
-    topic: str = record.topic()
-    if retried:
-        topic = headers.get(ORIGINAL_TOPIC) or topic
-        for name in _INTERNAL:
-            headers.pop(name, None)
+    if not retried:
+        msg = _new(KafkaMessage)
+        _TOPIC(msg, record.topic())
+        _VALUE(msg, record.value() or b"")
+        key = record.key()
+        _KEY(msg, key.decode("utf-8", "replace") if key is not None else None)
+        _NATIVE(msg, record)
+        _RECORD(msg, record)
+        return msg
+    headers = _headers(record)
+    topic: str = headers.get(ORIGINAL_TOPIC) or record.topic()
+    for name in _INTERNAL:
+        headers.pop(name, None)
     key = record.key()
-    kind, stamp = record.timestamp()
     return Message.from_wire(
         topic,
         record.value() or b"",
         key.decode("utf-8", "replace") if key is not None else None,
         headers,
-        timestamp=stamp / 1000 if kind and stamp > 0 else time.time(),
-        fallback_id="" if MESSAGE_ID in headers
-        else f"{record.topic()}-{record.partition()}-{record.offset()}",
+        timestamp=_timestamp(record),
+        fallback_id="" if MESSAGE_ID in headers else _coordinates(record),
         native=record,
     )
+
+
+class KafkaMessage(Message):
+    """A message read from a Kafka topic (not a retry copy). Its headers, and the fields
+    msgkit reads from them (id, idempotency key, attempt) and the timestamp, are decoded on
+    first use: most handlers never look at them, and decoding is most of a record's cost.
+
+    Unset slots raise AttributeError, which Python turns into a `__getattr__` call: after
+    the first one every field is a plain slot read."""
+
+    __slots__ = ("_record",)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _LAZY:
+            raise AttributeError(name)
+        record = _RECORD_OF(self)  # AttributeError if built by __init__ (fully set)
+        headers = _headers(record)
+        _HEADERS(self, headers)
+        _ID(self, headers.get(MESSAGE_ID) or _coordinates(record))
+        _IDEMPOTENCY_KEY(self, headers.get(IDEMPOTENCY_KEY))
+        raw = headers.get(ATTEMPT)
+        _ATTEMPT(self, int(raw) if raw is not None and raw.isdigit() else 1)
+        _TIMESTAMP(self, _timestamp(record))
+        return getattr(self, name)
+
+
+def _headers(record: Any) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    raw = record.headers()
+    if raw:
+        for k, v in raw:  # a plain loop: a comprehension costs a function call (Python 3.11)
+            headers[k] = v.decode("utf-8", "replace") if v is not None else ""
+    return headers
+
+
+def _timestamp(record: Any) -> float:
+    kind, stamp = record.timestamp()
+    return stamp / 1000 if kind and stamp > 0 else time.time()
+
+
+def _coordinates(record: Any) -> str:
+    """The id of a message sent without one (by another client): where Kafka stored it."""
+    return f"{record.topic()}-{record.partition()}-{record.offset()}"
+
+
+_new = object.__new__
+_LAZY = frozenset(("headers", "id", "idempotency_key", "attempt", "timestamp"))
+_TOPIC, _VALUE, _KEY, _HEADERS, _ID, _IDEMPOTENCY_KEY, _ATTEMPT, _TIMESTAMP, _NATIVE = (
+    Message.__dict__[name].__set__ for name in (
+        "topic", "value", "key", "headers", "id", "idempotency_key", "attempt", "timestamp",
+        "native"))
+_RECORD = KafkaMessage.__dict__["_record"].__set__
+_RECORD_OF = KafkaMessage.__dict__["_record"].__get__

@@ -28,17 +28,20 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 import msgkit
 from bench.harness import Case, Countdown
 from msgkit.url import URL
+from msgkit_kafka.backend import CONSUMER_DEFAULTS
 from msgkit_kafka.config import split_options
 
 PAYLOAD = b"x" * 100
 CHUNK = 10_000
+BATCH = 1000
+"""Messages per batch-handler call, as many as the raw loops take per `consume` call."""
 
 
 def _confs(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same librdkafka settings msgkit's clients get from `url` (producer, consumer)."""
     _, configs = split_options(URL.parse(url), URL.parse(url).query)
     producer = configs.for_kind("producer")
-    consumer = configs.for_kind("consumer")
+    consumer = {**CONSUMER_DEFAULTS, **configs.for_kind("consumer")}
     for conf in (producer, consumer):
         conf.pop("logger", None)
     return producer, consumer
@@ -131,6 +134,36 @@ async def msgkit_consume(url: str, n: int) -> float:
         countdown = Countdown(n)
         consumer = broker.consumer(topic, group="bench", start="earliest")
         await consumer.start(countdown)
+        await asyncio.wait_for(countdown.done.wait(), 120)
+        await consumer.stop()
+        return countdown.elapsed
+
+
+async def msgkit_consume_batch(url: str, n: int) -> float:
+    return await _consume_batch(url, n, read=False)
+
+
+async def msgkit_consume_batch_reading(url: str, n: int) -> float:
+    return await _consume_batch(url, n, read=True)
+
+
+async def _consume_batch(url: str, n: int, *, read: bool) -> float:
+    """A batch handler (`batch=BATCH`); `read`: it reads each message's key, value and
+    headers, as the raw loop reading records does."""
+    topic = _topic()
+    await _create(url, topic)
+    await _fill(url, topic, n)
+    countdown = Countdown(n)
+
+    async def handler(msgs: list[msgkit.Message]) -> None:
+        if read:
+            for msg in msgs:
+                msg.key, msg.value, msg.headers  # noqa: B018 - read, as the raw loop does
+        await countdown.many(msgs)
+
+    async with msgkit.connect(url) as broker:
+        consumer = broker.consumer(topic, group="bench", start="earliest", batch=BATCH)
+        await consumer.start(handler)
         await asyncio.wait_for(countdown.done.wait(), 120)
         await consumer.stop()
         return countdown.elapsed
@@ -315,6 +348,13 @@ CASES = [
          msgkit_produce, raw_produce_with_ids, messages=100_000),
     Case("kafka consume and commit, raw reading records", "kafka", "confluent-kafka+read",
          msgkit_consume, raw_consume_reading, messages=100_000),
+    # A batch handler (msgkit.batch): one call and one acknowledgement per fetch.
+    Case("kafka consume and commit, batch handler", "kafka", "confluent-kafka",
+         msgkit_consume_batch, raw_consume, messages=100_000,
+         notes=f"batch={BATCH} handler vs consume({BATCH}) batches + async commits"),
+    Case("kafka consume and commit, batch handler reading records", "kafka",
+         "confluent-kafka+read", msgkit_consume_batch_reading, raw_consume_reading,
+         messages=100_000, notes="both read key, value and headers of every message"),
     # Raw confluent-kafka as an asyncio service uses it (a thread beside the event loop,
     # an awaited handler per record / a future per chunk): msgkit against the same shape.
     Case("kafka produce at-least-once, raw asyncio service", "kafka", "confluent-kafka+asyncio",

@@ -15,6 +15,7 @@ skipped with that reason; everything else must pass. With the msgkit pytest plug
 """
 
 from msgkit.testing.conformance.bad_input import BadInputContract
+from msgkit.testing.conformance.batches import BatchContract
 from msgkit.testing.conformance.failures import FailureContract
 from msgkit.testing.conformance.groups import GroupContract
 from msgkit.testing.conformance.guarantees import GuaranteeContract
@@ -33,12 +34,14 @@ class ConformanceSuite(
     LifecycleContract,
     BadInputContract,
     GuaranteeContract,
+    BatchContract,
 ):
     """All contracts; subclass it as `Test...` to run it."""
 
 
 __all__ = [
     "BadInputContract",
+    "BatchContract",
     "ConformanceSuite",
     "FailureContract",
     "GroupContract",

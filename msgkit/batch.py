@@ -1,0 +1,159 @@
+"""Batch consumers: the handler takes a list of messages instead of one.
+
+`broker.consumer(topic, group=..., batch=500)` hands each fetch (up to 500 messages; it
+never waits to fill one) to `async def handler(msgs: list[Message])`, one batch at a time,
+which keeps per-key order. A batch is acknowledged as a whole once the handler returned
+(before it is called under at-most-once).
+
+When the handler raises, the batch is retried in process as the failure policy says; if it
+still fails, its messages are handled one at a time, so each failing one is redelivered or
+dead-lettered on its own and the others are acknowledged (they may run twice: at-least-once).
+A payload that does not decode into the handler's model fails alone, before the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from msgkit.backend import Delivery, Subscription
+from msgkit.dispatch import _current_cancelling
+from msgkit.failure import FailurePolicy
+from msgkit.handler import BatchHandler, Decode
+
+log = logging.getLogger("msgkit.consumer")
+
+Failed = Callable[[Delivery, Exception], Awaitable[None]]
+
+
+class BatchRunner:
+    """Fetches up to `size` deliveries, runs the handler on them, settles them; repeats."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        handler: BatchHandler,
+        decode: Decode | None,
+        *,
+        size: int,
+        ack_first: bool,
+        failure: FailurePolicy,
+        failed: Failed,
+    ) -> None:
+        self._subscription = subscription
+        self._handler = handler
+        self._decode = decode
+        self._size = size
+        self._ack_first = ack_first
+        self._failure = failure
+        self._failed = failed
+        self._held = 0
+        self._stopping = False
+        self._fetch: asyncio.Future[Sequence[Delivery]] | None = None
+
+    @property
+    def held(self) -> int:
+        """Deliveries of the batch being handled."""
+        return self._held
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def run(self) -> None:
+        """Until `stop()` (the batch in hand finishes) or the subscription ends.
+
+        Cancelling `run` cancels the handler; its batch stays unsettled."""
+        while not self._stopping:
+            self._fetch = fetch = asyncio.ensure_future(self._subscription.fetch(self._size))
+            try:
+                batch = await fetch
+            except asyncio.CancelledError:
+                if self._stopping and fetch.cancelled() and not _current_cancelling():
+                    return
+                raise
+            if not batch:
+                return
+            self._held = len(batch)
+            try:
+                await self._handle(batch)
+            finally:
+                self._held = 0
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._fetch is not None:
+            self._fetch.cancel()  # fetch takes nothing when cancelled
+
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
+        if self._ack_first:
+            await _ack_all(batch)
+        deliveries, items = await self._decoded(batch)
+        if not deliveries:
+            return
+        try:
+            await self._call(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._one_by_one(deliveries, items, exc)
+            return
+        if not self._ack_first:
+            await _ack_all(deliveries)
+
+    async def _decoded(self, batch: Sequence[Delivery]) -> tuple[list[Delivery], list[Any]]:
+        """The deliveries whose payload decodes, and what the handler gets for each."""
+        if self._decode is None:
+            return list(batch), [d.message for d in batch]
+        deliveries, items = [], []
+        for d in batch:
+            try:
+                items.append(self._decode(d.message))
+            except Exception as exc:  # DecodeError: dead-lettered alone, not retried
+                await self._failed(d, exc)
+                continue
+            deliveries.append(d)
+        return deliveries, items
+
+    async def _call(self, items: list[Any]) -> None:
+        try:
+            await self._handler(items)
+        except Exception as exc:
+            policy = self._failure
+            if self._ack_first or not (policy.retries and policy.retryable(exc)):
+                raise
+            log.info("batch handler failed on %d messages, retrying in process: %r",
+                     len(items), exc)
+            await policy.retry_in_process(lambda: self._handler(items))
+
+    async def _one_by_one(self, deliveries: list[Delivery], items: list[Any],
+                          exc: Exception) -> None:
+        """Find the failing messages of a failed batch: each is settled on its own."""
+        if self._ack_first or len(deliveries) == 1:
+            for d in deliveries:
+                await self._failed(d, exc)
+            return
+        log.warning("batch handler failed on %d messages: %r; handling them one at a time",
+                    len(deliveries), exc)
+        for d, item in zip(deliveries, items, strict=True):
+            if d.stale:  # given up (e.g. a rebalance): the broker hands it out again
+                continue
+            try:
+                await self._handler([item])
+            except asyncio.CancelledError:
+                raise
+            except Exception as single:
+                await self._failed(d, single)
+                continue
+            await _ack_all((d,))
+
+
+async def _ack_all(deliveries: Sequence[Delivery]) -> None:
+    for d in deliveries:
+        try:
+            await d.ack()
+        except Exception:
+            log.exception("could not acknowledge message %s; the broker will redeliver it",
+                          d.message.id)
