@@ -5,7 +5,8 @@ order) -> `Consumer._process` (guarantee: ack before or after the handler) -> ha
 `Delivery.ack`, or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
 Under EXACTLY_ONCE the handler's sends wait in an outbox (`msgkit.outbox`) and are published
 after it returned, before the ack; on a backend with transactions they, the dead letters and
-the acks commit together.
+the acks commit together. A batch consumer (`batch=`) runs `msgkit.batch.BatchRunner` in
+place of the dispatcher and `_process`.
 """
 
 from __future__ import annotations

@@ -97,4 +97,9 @@ async def test_describe_shows_effective_settings_without_secrets(
         await consumer.start(Collector())
         client = consumer.describe()["client"]
         assert client["group.id"] == "g" and client["enable.auto.commit"] is False
+        assert client["fetch.queue.backoff.ms"] == 20  # msgkit's default, not librdkafka's 1 s
         assert "hunter2" not in repr(client)
+        own: dict[str, Any] = {"fetch.queue.backoff.ms": 500}
+        tuned = broker.consumer(unique_name, group="g2", **own)
+        await tuned.start(Collector())
+        assert tuned.describe()["client"]["fetch.queue.backoff.ms"] == 500
