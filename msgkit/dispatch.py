@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from msgkit.backend import Delivery, Subscription
 
@@ -84,8 +84,7 @@ class Dispatcher:
             batch = await self._subscription.fetch(self._prefetch - self._held)
             if not batch:
                 return
-            for delivery in batch:
-                self._admit(delivery)
+            self._admit(batch)
 
     def _wants_fetch(self) -> bool:
         free = self._prefetch - self._held
@@ -96,23 +95,31 @@ class Dispatcher:
         if room is not None and not room.done() and self._wants_fetch():
             room.set_result(None)
 
-    def _admit(self, delivery: Delivery) -> None:
-        self._held += 1
-        if self._held == 1:  # `_drained` is set exactly while nothing is held
+    def _admit(self, batch: Sequence[Delivery]) -> None:
+        if not self._held:  # `_drained` is set exactly while nothing is held
             self._drained.clear()
-        key = delivery.message.key
-        if key is not None and self._concurrency > 1:
-            chain = self._chains.get(key)
-            if chain is not None:
-                chain.append(delivery)
-                return
-            self._chains[key] = deque()
-        self._ready.append(delivery)
-        while self._idle:
-            waiter = self._idle.popleft()
+        self._held += len(batch)
+        ready = self._ready
+        if self._concurrency == 1:  # one worker: nothing runs beside a key's earlier message
+            ready.extend(batch)
+        else:
+            chains = self._chains
+            for delivery in batch:
+                key = delivery.message.key
+                if key is not None:
+                    chain = chains.get(key)
+                    if chain is not None:
+                        chain.append(delivery)
+                        continue
+                    chains[key] = deque()
+                ready.append(delivery)
+        idle = self._idle
+        woken = 0
+        while idle and woken < len(ready):
+            waiter = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                woken += 1
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,9 +135,18 @@ class Dispatcher:
             delivery: Delivery | None = ready.popleft()
             while delivery is not None:
                 await process(delivery)
-                self._finished()
-                key = delivery.message.key
-                delivery = self._next_of_key(key) if chains and key is not None else None
+                # what _finished() does, inline: this runs once per message
+                self._held -= 1
+                if not self._held:
+                    self._drained.set()
+                room = self._room
+                if room is not None and not room.done() and self._wants_fetch():
+                    room.set_result(None)
+                if chains:
+                    key = delivery.message.key
+                    delivery = self._next_of_key(key) if key is not None else None
+                else:
+                    delivery = None
 
     def _next_of_key(self, key: str) -> Delivery | None:
         chain = self._chains[key]
@@ -138,14 +154,6 @@ class Dispatcher:
             return chain.popleft()
         del self._chains[key]
         return None
-
-    def _finished(self) -> None:
-        self._held -= 1
-        if self._held == 0:
-            self._drained.set()
-        room = self._room
-        if room is not None and not room.done() and self._wants_fetch():
-            room.set_result(None)
 
 
 def _current_cancelling() -> int:

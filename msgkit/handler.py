@@ -96,4 +96,4 @@ def _hints(handler: Handler) -> dict[str, Any]:
 
 
 def _decodes(model: Any) -> bool:
-    return model not in (Message, Any, inspect.Parameter.empty)
+    return model not in (Message, Any, object, inspect.Parameter.empty)

@@ -49,6 +49,24 @@ async def test_async_callable_objects_are_handlers(
     await got.wait_for(1)
 
 
+async def test_handlers_annotated_object_or_any_get_the_message_undecoded(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    seen: list[object] = []
+
+    async def one(msg: object) -> None:
+        seen.append(msg)
+
+    async def many(msgs: list[Any]) -> None:
+        seen.extend(msgs)
+
+    await memory_broker.consumer(unique_name, group="a").start(one)
+    await memory_broker.consumer(unique_name, group="b", batch=10).start(many)
+    await memory_broker.producer().send(unique_name, b"not json")
+    await eventually(lambda: len(seen) == 2)
+    assert all(isinstance(m, msgkit.Message) and m.value == b"not json" for m in seen)
+
+
 @pytest.mark.parametrize("handler", [
     lambda msg: None,
     print,
