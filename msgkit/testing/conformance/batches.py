@@ -14,8 +14,14 @@ from pydantic import BaseModel
 import msgkit
 from msgkit import headers as h
 from msgkit.dedup import Dedup
-from msgkit.testing.collect import Collector, eventually
-from msgkit.testing.conformance.support import WAIT, dead_letters, fast_retries
+from msgkit.testing.collect import eventually
+from msgkit.testing.conformance.support import (
+    WAIT,
+    dead_letters,
+    fast_retries,
+    next_member_gets_only_new,
+    stop_while_handling,
+)
 
 
 class Order(BaseModel):
@@ -114,17 +120,9 @@ class BatchContract:
         await consumer.start(slow)
         sent = await msgkit_broker.producer().send(unique_name, b"in hand")
         await asyncio.wait_for(started.wait(), WAIT)
-        stopping = asyncio.create_task(consumer.stop())
-        await asyncio.sleep(0)
-        assert not stopping.done(), "stop() returned while the batch handler was running"
-        release.set()
-        await asyncio.wait_for(stopping, WAIT)
+        await stop_while_handling(consumer, release)
         assert handled == [sent]
-        after = Collector()
-        await msgkit_broker.consumer(unique_name, group="g").start(after)
-        sentinel = await msgkit_broker.producer().send(unique_name, b"sentinel")
-        await after.wait_for(1, timeout=WAIT)
-        assert after.ids == {sentinel}, "the finished batch came again"
+        await next_member_gets_only_new(msgkit_broker, unique_name)
 
     async def test_batch_consumer_refuses_what_it_cannot_promise(
         self, msgkit_broker: msgkit.Broker, unique_name: str

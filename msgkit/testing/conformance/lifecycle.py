@@ -6,7 +6,12 @@ import asyncio
 
 import msgkit
 from msgkit.testing.collect import Collector, eventually
-from msgkit.testing.conformance.support import WAIT, requires
+from msgkit.testing.conformance.support import (
+    WAIT,
+    next_member_gets_only_new,
+    requires,
+    stop_while_handling,
+)
 
 
 class LifecycleContract:
@@ -26,18 +31,9 @@ class LifecycleContract:
         await first.start(slow)
         sent = await msgkit_broker.producer().send(unique_name, b"in flight")
         await asyncio.wait_for(started.wait(), WAIT)
-        stopping = asyncio.create_task(first.stop())
-        await asyncio.sleep(0)
-        assert not stopping.done(), "stop() returned while a handler was still running"
-        release.set()
-        await asyncio.wait_for(stopping, WAIT)
+        await stop_while_handling(first, release)
         assert finished == [sent]
-        # Acknowledged: a new member gets the next message, not the finished one again.
-        after = Collector()
-        await msgkit_broker.consumer(unique_name, group="g").start(after)
-        sentinel = await msgkit_broker.producer().send(unique_name, b"sentinel")
-        await after.wait_for(1, timeout=WAIT)
-        assert after.ids == {sentinel}
+        await next_member_gets_only_new(msgkit_broker, unique_name)
 
     async def test_stop_mid_stream_then_resume_loses_nothing(
         self, msgkit_broker: msgkit.Broker, unique_name: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import msgkit
@@ -27,3 +29,21 @@ async def dead_letters(broker: msgkit.Broker, topic: str, group: str | None) -> 
     dlq = msgkit.dead_letter_topic(topic, group)
     await broker.consumer(dlq, group=DLQ_GROUP, start="earliest").start(dead)
     return dead
+
+
+async def stop_while_handling(consumer: msgkit.Consumer, release: asyncio.Event) -> None:
+    """Stop `consumer` while its handler waits for `release`: stop() must wait for it."""
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done(), "stop() returned while a handler was still running"
+    release.set()
+    await asyncio.wait_for(stopping, WAIT)
+
+
+async def next_member_gets_only_new(broker: msgkit.Broker, topic: str) -> None:
+    """What the group finished is acknowledged: a new member gets the next message only."""
+    after = Collector()
+    await broker.consumer(topic, group="g").start(after)
+    sentinel = await broker.producer().send(topic, b"sentinel")
+    await after.wait_for(1, timeout=WAIT)
+    assert after.ids == {sentinel}, "a finished message came again"
