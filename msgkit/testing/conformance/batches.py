@@ -3,7 +3,6 @@ order kept; a failing or undecodable message is settled alone; stop finishes the
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter, defaultdict
 from typing import Any
@@ -19,8 +18,7 @@ from msgkit.testing.conformance.support import (
     WAIT,
     dead_letters,
     fast_retries,
-    next_member_gets_only_new,
-    stop_while_handling,
+    graceful_stop,
 )
 
 
@@ -107,22 +105,7 @@ class BatchContract:
     async def test_stop_finishes_and_acknowledges_the_batch_in_hand(
         self, msgkit_broker: msgkit.Broker, unique_name: str
     ) -> None:
-        release = asyncio.Event()
-        started = asyncio.Event()
-        handled: list[str] = []
-
-        async def slow(msgs: list[msgkit.Message]) -> None:
-            started.set()
-            await release.wait()
-            handled.extend(m.id for m in msgs)
-
-        consumer = msgkit_broker.consumer(unique_name, group="g", batch=50)
-        await consumer.start(slow)
-        sent = await msgkit_broker.producer().send(unique_name, b"in hand")
-        await asyncio.wait_for(started.wait(), WAIT)
-        await stop_while_handling(consumer, release)
-        assert handled == [sent]
-        await next_member_gets_only_new(msgkit_broker, unique_name)
+        await graceful_stop(msgkit_broker, unique_name, batch=50)
 
     async def test_batch_consumer_refuses_what_it_cannot_promise(
         self, msgkit_broker: msgkit.Broker, unique_name: str

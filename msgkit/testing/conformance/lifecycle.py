@@ -8,9 +8,8 @@ import msgkit
 from msgkit.testing.collect import Collector, eventually
 from msgkit.testing.conformance.support import (
     WAIT,
-    next_member_gets_only_new,
+    graceful_stop,
     requires,
-    stop_while_handling,
 )
 
 
@@ -18,22 +17,7 @@ class LifecycleContract:
     async def test_graceful_stop_finishes_and_acknowledges_in_flight(
         self, msgkit_broker: msgkit.Broker, unique_name: str
     ) -> None:
-        release = asyncio.Event()
-        started = asyncio.Event()
-        finished: list[str] = []
-
-        async def slow(msg: msgkit.Message) -> None:
-            started.set()
-            await release.wait()
-            finished.append(msg.id)
-
-        first = msgkit_broker.consumer(unique_name, group="g")
-        await first.start(slow)
-        sent = await msgkit_broker.producer().send(unique_name, b"in flight")
-        await asyncio.wait_for(started.wait(), WAIT)
-        await stop_while_handling(first, release)
-        assert finished == [sent]
-        await next_member_gets_only_new(msgkit_broker, unique_name)
+        await graceful_stop(msgkit_broker, unique_name)
 
     async def test_stop_mid_stream_then_resume_loses_nothing(
         self, msgkit_broker: msgkit.Broker, unique_name: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -31,17 +32,31 @@ async def dead_letters(broker: msgkit.Broker, topic: str, group: str | None) -> 
     return dead
 
 
-async def stop_while_handling(consumer: msgkit.Consumer, release: asyncio.Event) -> None:
-    """Stop `consumer` while its handler waits for `release`: stop() must wait for it."""
+async def graceful_stop(broker: msgkit.Broker, topic: str, **consumer_options: Any) -> None:
+    """stop() called while the handler runs waits for it, and what it finished is
+    acknowledged: a new member of the group gets the next message only."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+    handled: list[str] = []
+
+    async def one(msg: msgkit.Message) -> None:
+        await many([msg])
+
+    async def many(msgs: list[msgkit.Message]) -> None:
+        started.set()
+        await release.wait()
+        handled.extend(m.id for m in msgs)
+
+    consumer = broker.consumer(topic, group="g", **consumer_options)
+    await consumer.start(many if consumer.batch else one)
+    sent = await broker.producer().send(topic, b"in flight")
+    await asyncio.wait_for(started.wait(), WAIT)
     stopping = asyncio.create_task(consumer.stop())
     await asyncio.sleep(0)
     assert not stopping.done(), "stop() returned while a handler was still running"
     release.set()
     await asyncio.wait_for(stopping, WAIT)
-
-
-async def next_member_gets_only_new(broker: msgkit.Broker, topic: str) -> None:
-    """What the group finished is acknowledged: a new member gets the next message only."""
+    assert handled == [sent]
     after = Collector()
     await broker.consumer(topic, group="g").start(after)
     sentinel = await broker.producer().send(topic, b"sentinel")
