@@ -3,6 +3,7 @@ order kept; a failing or undecodable message is settled alone; stop finishes the
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter, defaultdict
 from typing import Any
@@ -19,6 +20,7 @@ from msgkit.testing.conformance.support import (
     dead_letters,
     fast_retries,
     graceful_stop,
+    requires,
 )
 
 
@@ -106,6 +108,28 @@ class BatchContract:
         self, msgkit_broker: msgkit.Broker, unique_name: str
     ) -> None:
         await graceful_stop(msgkit_broker, unique_name, batch=50)
+
+    async def test_killed_batch_consumer_hands_its_unfinished_batch_on(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        requires(msgkit_broker, "redelivers_unacked")
+        started = asyncio.Event()
+
+        async def hangs(msgs: list[msgkit.Message]) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        doomed = msgkit_broker.consumer(unique_name, group="g", batch=10)
+        await doomed.start(hangs)
+        task = asyncio.create_task(doomed.wait())  # cancelling the wait kills the consumer
+        sent = await msgkit_broker.producer().send_many(unique_name, [b"a", b"b", b"c"])
+        await asyncio.wait_for(started.wait(), WAIT)
+        task.cancel()  # the handler never returns: nothing of its batch is acknowledged
+        await asyncio.gather(task, return_exceptions=True)
+        survivor = BatchCollector()
+        await msgkit_broker.consumer(unique_name, group="g", batch=10).start(survivor)
+        await eventually(lambda: {m.id for m in survivor.done} >= set(sent), timeout=WAIT,
+                         message="the killed consumer's messages at another member")
 
     async def test_batch_consumer_refuses_what_it_cannot_promise(
         self, msgkit_broker: msgkit.Broker, unique_name: str
