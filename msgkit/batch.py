@@ -5,10 +5,12 @@ never waits to fill one) to `async def handler(msgs: list[Message])`, one batch 
 which keeps per-key order. A batch is acknowledged as a whole once the handler returned
 (before it is called under at-most-once).
 
-When the handler raises, the batch is retried in process as the failure policy says; if it
-still fails, its messages are handled one at a time, so each failing one is redelivered or
-dead-lettered on its own and the others are acknowledged (they may run twice: at-least-once).
-A payload that does not decode into the handler's model fails alone, before the call.
+When the handler raises, the batch is retried in process as the failure policy says (each
+try gets a new list); if it still fails, its messages are handled one at a time, with the
+same retries, so each failing one is redelivered or dead-lettered on its own and the others
+are acknowledged (they may run twice: at-least-once). Under at-most-once nothing is retried:
+a failed batch is logged and gone. A payload that does not decode into the handler's model
+fails alone, before the call.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from msgkit.backend import Delivery, Subscription
-from msgkit.dispatch import _current_cancelling
+from msgkit.dispatch import cancelling_now
 from msgkit.failure import FailurePolicy
 from msgkit.handler import BatchHandler, Decode
 
@@ -71,7 +73,7 @@ class BatchRunner:
             try:
                 batch = await fetch
             except asyncio.CancelledError:
-                if self._stopping and fetch.cancelled() and not _current_cancelling():
+                if self._stopping and fetch.cancelled() and not cancelling_now():
                     return
                 raise
             if not batch:
@@ -88,17 +90,17 @@ class BatchRunner:
             self._fetch.cancel()  # fetch takes nothing when cancelled
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
-        if self._ack_first:
-            await _ack_all(batch)
+        if self._ack_first:  # one whose ack failed comes again: it must not run now too
+            batch = await _ack_all(batch)
         deliveries, items = await self._decoded(batch)
         if not deliveries:
             return
         try:
-            await self._call(items)
+            await self._call(deliveries, items)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._one_by_one(deliveries, items, exc)
+            await self._one_by_one(deliveries, exc)
             return
         if not self._ack_first:
             await _ack_all(deliveries)
@@ -117,7 +119,13 @@ class BatchRunner:
             deliveries.append(d)
         return deliveries, items
 
-    async def _call(self, items: list[Any]) -> None:
+    def _fresh(self, deliveries: list[Delivery]) -> list[Any]:
+        """New input for another try: the handler may have changed the last one's."""
+        decode = self._decode
+        return [d.message if decode is None else decode(d.message) for d in deliveries]
+
+    async def _call(self, deliveries: list[Delivery], items: list[Any]) -> None:
+        """The handler on `items`, then the policy's in-process retries on fresh input."""
         try:
             await self._handler(items)
         except Exception as exc:
@@ -125,23 +133,23 @@ class BatchRunner:
             if self._ack_first or not (policy.retries and policy.retryable(exc)):
                 raise
             log.info("batch handler failed on %d messages, retrying in process: %r",
-                     len(items), exc)
-            await policy.retry_in_process(lambda: self._handler(items))
+                     len(deliveries), exc)
+            await policy.retry_in_process(lambda: self._handler(self._fresh(deliveries)))
 
-    async def _one_by_one(self, deliveries: list[Delivery], items: list[Any],
-                          exc: Exception) -> None:
-        """Find the failing messages of a failed batch: each is settled on its own."""
+    async def _one_by_one(self, deliveries: list[Delivery], exc: Exception) -> None:
+        """Find the failing messages of a failed batch: each is tried and settled alone."""
         if self._ack_first or len(deliveries) == 1:
             for d in deliveries:
                 await self._failed(d, exc)
             return
         log.warning("batch handler failed on %d messages: %r; handling them one at a time",
                     len(deliveries), exc)
-        for d, item in zip(deliveries, items, strict=True):
-            if d.stale:  # given up (e.g. a rebalance): the broker hands it out again
+        for d in deliveries:
+            if d.stale:  # the broker hands it out again; settling it frees its slot only
+                await _ack_all((d,))
                 continue
             try:
-                await self._handler([item])
+                await self._call([d], self._fresh([d]))
             except asyncio.CancelledError:
                 raise
             except Exception as single:
@@ -150,10 +158,16 @@ class BatchRunner:
             await _ack_all((d,))
 
 
-async def _ack_all(deliveries: Sequence[Delivery]) -> None:
+async def _ack_all(deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """Acknowledges each; returns those acknowledged (a failed ack is logged: the broker
+    redelivers that message)."""
+    acked = []
     for d in deliveries:
         try:
             await d.ack()
         except Exception:
             log.exception("could not acknowledge message %s; the broker will redeliver it",
                           d.message.id)
+            continue
+        acked.append(d)
+    return acked

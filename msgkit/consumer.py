@@ -86,7 +86,8 @@ class Consumer:
         default = max(32, 4 * concurrency)
         if guarantee is Guarantee.EXACTLY_ONCE and broker.capabilities.transactions:
             default = max(default, TRANSACTION_PREFETCH)
-        self.prefetch = prefetch or batch or default
+        # a batch consumer keeps the next batch at hand while one is handled
+        self.prefetch = prefetch or (2 * batch if batch else default)
         self.batch = batch
         self.start_from: StartFrom = start or ("earliest" if group else "latest")
         self.failure = failure

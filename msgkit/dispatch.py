@@ -59,7 +59,7 @@ class Dispatcher:
             try:
                 await fetcher
             except asyncio.CancelledError:
-                if not (self._stopping and fetcher.cancelled()) or _current_cancelling():
+                if not (self._stopping and fetcher.cancelled()) or cancelling_now():
                     raise
             await self._drained.wait()
         finally:
@@ -156,6 +156,6 @@ class Dispatcher:
         return None
 
 
-def _current_cancelling() -> int:
+def cancelling_now() -> int:
     task = asyncio.current_task()
     return task.cancelling() if task is not None else 0

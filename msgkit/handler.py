@@ -27,7 +27,7 @@ def adapt(handler: Handler, make_context: Callable[[Message], Context]) -> Bound
     params = _positional(handler, "msg: msgkit.Message")
     if not 1 <= len(params) <= 2:
         raise HandlerError(
-            f"handler {handler.__qualname__!r} takes {len(params)} positional parameters; "
+            f"handler {_name(handler)!r} takes {len(params)} positional parameters; "
             "it takes the message, and optionally a msgkit.Context"
         )
     hints = _hints(handler)
@@ -58,13 +58,13 @@ def adapt_batch(handler: Handler) -> tuple[BatchHandler, Decode | None]:
     params = _positional(handler, "msgs: list[msgkit.Message]")
     if len(params) != 1:
         raise HandlerError(
-            f"batch handler {handler.__qualname__!r} takes {len(params)} positional parameters; "
+            f"batch handler {_name(handler)!r} takes {len(params)} positional parameters; "
             "it takes one: the list of messages"
         )
     hint = _hints(handler).get(params[0].name, list)
     if get_origin(hint) not in (list, Sequence, Iterable) and hint not in (list, Any):
         raise HandlerError(
-            f"batch handler {handler.__qualname__!r} is annotated {hint!r}; a batch handler "
+            f"batch handler {_name(handler)!r} is annotated {hint!r}; a batch handler "
             "takes a list: `msgs: list[msgkit.Message]` or `orders: list[Order]`"
         )
     args = get_args(hint)
@@ -79,7 +79,7 @@ def _positional(handler: Handler, shape: str) -> list[inspect.Parameter]:
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
     ):
         raise HandlerError(
-            f"handler {getattr(handler, '__qualname__', handler)!r} must be an async function: "
+            f"handler {_name(handler)!r} must be an async function: "
             f"write it as `async def handler({shape}) -> None`"
         )
     return [
@@ -89,11 +89,17 @@ def _positional(handler: Handler, shape: str) -> list[inspect.Parameter]:
 
 
 def _hints(handler: Handler) -> dict[str, Any]:
+    # an async callable object keeps its annotations on __call__
+    target = handler if inspect.isroutine(handler) else getattr(handler, "__call__", handler)  # noqa: B004
     try:
-        return get_type_hints(handler)
+        return get_type_hints(target)
     except Exception:  # unresolvable annotations: treat as untyped
         return {}
 
 
+def _name(handler: Handler) -> str:
+    return getattr(handler, "__qualname__", type(handler).__qualname__)
+
+
 def _decodes(model: Any) -> bool:
-    return model not in (Message, Any, object, inspect.Parameter.empty)
+    return model not in (Message, Any, inspect.Parameter.empty)

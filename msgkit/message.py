@@ -98,8 +98,7 @@ class Message:
     ) -> Message:
         """Build a message from what a backend received; msgkit headers fill in the fields."""
         if attempt is None:
-            raw = headers.get(h.ATTEMPT)
-            attempt = int(raw) if raw is not None and raw.isdigit() else 1
+            attempt = attempt_of(headers.get(h.ATTEMPT))
         get = headers.get
         # This runs for every received message: filled in directly, as __init__ does, but
         # without the cost of calling the class.
@@ -150,6 +149,12 @@ class Message:
             raise DecodeError(
                 f"message {self.id} on {self.topic!r} does not decode into {name}: {exc}"
             ) from exc
+
+
+def attempt_of(header: str | None) -> int:
+    """The delivery attempt a `msgkit-attempt` header value says (1 if missing or not a
+    plain number: a foreign producer's header must not break receiving)."""
+    return int(header) if header is not None and header.isascii() and header.isdigit() else 1
 
 
 # The slots' own setters (a frozen class refuses ordinary assignment), in field order.

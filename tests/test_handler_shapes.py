@@ -49,12 +49,12 @@ async def test_async_callable_objects_are_handlers(
     await got.wait_for(1)
 
 
-async def test_handlers_annotated_object_or_any_get_the_message_undecoded(
+async def test_handlers_annotated_any_get_the_message_undecoded(
     memory_broker: msgkit.Broker, unique_name: str
 ) -> None:
     seen: list[object] = []
 
-    async def one(msg: object) -> None:
+    async def one(msg: Any) -> None:
         seen.append(msg)
 
     async def many(msgs: list[Any]) -> None:
@@ -65,6 +65,25 @@ async def test_handlers_annotated_object_or_any_get_the_message_undecoded(
     await memory_broker.producer().send(unique_name, b"not json")
     await eventually(lambda: len(seen) == 2)
     assert all(isinstance(m, msgkit.Message) and m.value == b"not json" for m in seen)
+
+
+async def test_callable_objects_keep_their_annotations(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    orders: list[Order] = []
+
+    class One:
+        async def __call__(self, order: Order) -> None:
+            orders.append(order)
+
+    class Many:
+        async def __call__(self, batch: list[Order]) -> None:
+            orders.extend(batch)
+
+    await memory_broker.consumer(unique_name, group="a").start(One())
+    await memory_broker.consumer(unique_name, group="b", batch=10).start(Many())
+    await memory_broker.producer().send(unique_name, Order(id=1))
+    await eventually(lambda: orders == [Order(id=1), Order(id=1)])
 
 
 @pytest.mark.parametrize("handler", [

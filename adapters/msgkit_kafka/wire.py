@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from msgkit.headers import ATTEMPT, IDEMPOTENCY_KEY, MESSAGE_ID
-from msgkit.message import Message
+from msgkit.message import Message, attempt_of
 
 DUE_AT = "msgkit-kafka-due-at"
 """On a copy in a retry topic: epoch seconds before which it must not be handled."""
@@ -83,12 +83,14 @@ class KafkaMessage(Message):
             raise AttributeError(name)
         record = _RECORD_OF(self)  # AttributeError if built by __init__ (fully set)
         headers = _headers(record)
-        _HEADERS(self, headers)
-        _ID(self, headers.get(MESSAGE_ID) or _coordinates(record))
+        attempt = attempt_of(headers.get(ATTEMPT))
+        message_id = headers.get(MESSAGE_ID) or _coordinates(record)
+        stamp = _timestamp(record)
+        _HEADERS(self, headers)  # all computed first: a failure above sets nothing
+        _ID(self, message_id)
         _IDEMPOTENCY_KEY(self, headers.get(IDEMPOTENCY_KEY))
-        raw = headers.get(ATTEMPT)
-        _ATTEMPT(self, int(raw) if raw is not None and raw.isdigit() else 1)
-        _TIMESTAMP(self, _timestamp(record))
+        _ATTEMPT(self, attempt)
+        _TIMESTAMP(self, stamp)
         return getattr(self, name)
 
 

@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from msgkit import headers as h
-from msgkit.message import Message, Outgoing
+from msgkit.message import Message, Outgoing, attempt_of
 
 KEY_HEADER = "msgkit-key"
 """Carries the key where the routing key cannot: copies sent to a queue by `redeliver`
@@ -115,8 +115,7 @@ def to_message(topic: str, incoming: AbstractIncomingMessage) -> Message:
             break
     if key is None and incoming.exchange == topic:
         key = incoming.routing_key or None
-    base = headers.get(h.ATTEMPT)
-    attempt = int(base) if base is not None and base.isdigit() else 1
+    attempt = attempt_of(headers.get(h.ATTEMPT))
     if type(count) is int:
         attempt += count
     elif incoming.redelivered:

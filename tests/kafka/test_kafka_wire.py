@@ -61,6 +61,12 @@ def test_a_record_sent_without_an_id_is_named_by_where_kafka_stored_it() -> None
     assert msg.headers == {} and msg.id == "orders-2-41" and msg.attempt == 1
 
 
+@pytest.mark.parametrize("attempt", ["²", "x", "-1", ""])
+def test_a_foreign_attempt_header_reads_as_the_first_attempt(attempt: str) -> None:
+    msg = to_message(Record([(h.ATTEMPT, attempt.encode())]), retried=False)
+    assert msg.attempt == 1 and msg.headers[h.ATTEMPT] == attempt
+
+
 def test_a_lazy_message_behaves_as_a_frozen_message() -> None:
     msg = to_message(Record([(h.MESSAGE_ID, b"m-1")]), retried=False)
     again = dataclasses.replace(msg, attempt=2)
