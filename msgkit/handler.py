@@ -102,4 +102,4 @@ def _name(handler: Handler) -> str:
 
 
 def _decodes(model: Any) -> bool:
-    return model not in (Message, Any, inspect.Parameter.empty)
+    return model not in (Message, Any, object, inspect.Parameter.empty)

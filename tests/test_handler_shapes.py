@@ -49,7 +49,7 @@ async def test_async_callable_objects_are_handlers(
     await got.wait_for(1)
 
 
-async def test_handlers_annotated_any_get_the_message_undecoded(
+async def test_handlers_annotated_any_or_object_get_the_message_undecoded(
     memory_broker: msgkit.Broker, unique_name: str
 ) -> None:
     seen: list[object] = []
@@ -57,13 +57,18 @@ async def test_handlers_annotated_any_get_the_message_undecoded(
     async def one(msg: Any) -> None:
         seen.append(msg)
 
-    async def many(msgs: list[Any]) -> None:
+    async def many(msgs: list[object]) -> None:
         seen.extend(msgs)
+
+    class Counting:  # a callable object: its __call__ annotations count
+        async def __call__(self, msg: object) -> None:
+            seen.append(msg)
 
     await memory_broker.consumer(unique_name, group="a").start(one)
     await memory_broker.consumer(unique_name, group="b", batch=10).start(many)
+    await memory_broker.consumer(unique_name, group="c").start(Counting())
     await memory_broker.producer().send(unique_name, b"not json")
-    await eventually(lambda: len(seen) == 2)
+    await eventually(lambda: len(seen) == 3)
     assert all(isinstance(m, msgkit.Message) and m.value == b"not json" for m in seen)
 
 
