@@ -29,6 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from msgkit.guarantee import Guarantee
@@ -183,6 +184,9 @@ class Backend(ABC):
     """One connection to one broker, made from a URL and backend-native options."""
 
     capabilities: Capabilities = Capabilities()
+    single_send_options: Mapping[str, Any] = MappingProxyType({})
+    """Producer options for sends that are each awaited alone (dead letters): a client that
+    holds sends back to batch them (Kafka's `linger.ms`) would make each one wait."""
 
     def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
         self.url = url

@@ -292,7 +292,8 @@ class Consumer:
         else:
             if self._dead_letters is None:
                 self._dead_letters = self._broker.producer(
-                    guarantee=Guarantee.AT_LEAST_ONCE, required_groups=(DLQ_GROUP,)
+                    guarantee=Guarantee.AT_LEAST_ONCE, required_groups=(DLQ_GROUP,),
+                    **self._broker.backend.single_send_options,
                 )
             await self._dead_letters.publish_raw((out,))
         log.error("message %s dead-lettered to %r after %d attempts", msg.id, topic, msg.attempt)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -30,6 +31,8 @@ log = logging.getLogger("msgkit.kafka")
 
 _PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition as Java clients
 RETRY_PRODUCER = {"linger.ms": 0}
+"""For copies awaited one at a time (retry copies, dead letters): librdkafka's default 5 ms
+linger would cap one worker at ~200 of them per second."""
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 20}
 """librdkafka stops fetching a partition whose local queue is over its thresholds and
 looks again only after fetch.queue.backoff.ms (1 s by default): a consumer slower than the
@@ -38,6 +41,7 @@ with the default, 236k with 20 ms). msgkit bounds memory with its own buffer and
 
 
 class KafkaBackend(Backend):
+    single_send_options = MappingProxyType(RETRY_PRODUCER)
     capabilities = Capabilities(
         persistent=True,
         ordered_per_key=True,
@@ -157,8 +161,6 @@ class KafkaBackend(Backend):
 
     def _retry(self) -> KafkaPublisher:
         if self._retry_publisher is None:
-            # A retry copy is awaited alone before its message is released: librdkafka's
-            # default 5 ms linger would cap one worker at ~200 failed messages/s.
             self._retry_publisher = KafkaPublisher(
                 self._native(Guarantee.AT_LEAST_ONCE, RETRY_PRODUCER), self._require_topics(),
                 self.settings.close_timeout,
