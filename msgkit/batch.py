@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from msgkit.backend import Delivery, Subscription
-from msgkit.dispatch import cancelling_now
+from msgkit.dispatch import Runner, cancelling_now
 from msgkit.failure import FailurePolicy
 from msgkit.handler import BatchHandler, Decode
 
@@ -30,7 +30,7 @@ log = logging.getLogger("msgkit.consumer")
 Failed = Callable[[Delivery, Exception], Awaitable[None]]
 
 
-class BatchRunner:
+class BatchRunner(Runner):
     """Fetches up to `size` deliveries, runs the handler on them, settles them; repeats."""
 
     def __init__(
@@ -51,18 +51,7 @@ class BatchRunner:
         self._ack_first = ack_first
         self._failure = failure
         self._failed = failed
-        self._held = 0
-        self._stopping = False
         self._fetch: asyncio.Future[Sequence[Delivery]] | None = None
-
-    @property
-    def held(self) -> int:
-        """Deliveries of the batch being handled."""
-        return self._held
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     async def run(self) -> None:
         """Until `stop()` (the batch in hand finishes) or the subscription ends.

@@ -21,7 +21,7 @@ from msgkit.backend import Delivery, Publisher, StartFrom, Subscription, Subscri
 from msgkit.batch import BatchRunner
 from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
-from msgkit.dispatch import Dispatcher
+from msgkit.dispatch import Dispatcher, Runner
 from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
@@ -98,7 +98,7 @@ class Consumer:
         self._transaction: Publisher | None = None
         self._handler: Bound | None = None
         self._subscription: Subscription | None = None
-        self._dispatcher: Dispatcher | BatchRunner | None = None
+        self._dispatcher: Runner | None = None
         self._task: asyncio.Task[None] | None = None
         self._producer: Producer | None = None
         self._dead_letters: Producer | None = None

@@ -4,13 +4,37 @@ time per key (so a key's messages keep their order), at most `prefetch` held at 
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from msgkit.backend import Delivery, Subscription
 
 
-class Dispatcher:
+class Runner(ABC):
+    """What a consumer drives: `run()` until `stop()`; `held` and `stopping` for its policy."""
+
+    _held = 0
+    _stopping = False
+
+    @property
+    def held(self) -> int:
+        """Deliveries fetched and not yet finished."""
+        return self._held
+
+    @property
+    def stopping(self) -> bool:
+        """`stop()` was called: held deliveries finish, no new ones are fetched."""
+        return self._stopping
+
+    @abstractmethod
+    async def run(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+
+class Dispatcher(Runner):
     def __init__(
         self,
         subscription: Subscription,
@@ -35,16 +59,6 @@ class Dispatcher:
         self._drained.set()
         self._stopping = False
         self._fetch: asyncio.Task[object] | None = None
-
-    @property
-    def held(self) -> int:
-        """Deliveries fetched and not yet finished."""
-        return self._held
-
-    @property
-    def stopping(self) -> bool:
-        """`stop()` was called: held deliveries finish, no new ones are fetched."""
-        return self._stopping
 
     async def run(self) -> None:
         """Fetch and dispatch until `stop()` or the subscription ends; then finish what is held.
