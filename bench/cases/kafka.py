@@ -24,6 +24,7 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -130,43 +131,35 @@ async def _fill(url: str, topic: str, n: int) -> None:
 
 
 async def msgkit_consume(url: str, n: int) -> float:
-    topic = _topic()
-    await _create(url, topic)
-    await _fill(url, topic, n)
-    async with msgkit.connect(url) as broker:
-        countdown = Countdown(n)
-        consumer = broker.consumer(topic, group="bench", start="earliest")
-        await consumer.start(countdown)
-        await asyncio.wait_for(countdown.done.wait(), 120)
-        await consumer.stop()
-        return countdown.elapsed
+    return await _msgkit_consume(url, n, lambda countdown: countdown)
 
 
 async def msgkit_consume_batch(url: str, n: int) -> float:
-    return await _consume_batch(url, n, read=False)
+    return await _msgkit_consume(url, n, lambda countdown: countdown.many, batch=BATCH)
 
 
 async def msgkit_consume_batch_reading(url: str, n: int) -> float:
-    return await _consume_batch(url, n, read=True)
+    """The batch handler reads each message's key, value and headers, as the raw loop
+    reading records does."""
+    def reading(countdown: Countdown) -> Any:
+        async def handler(msgs: list[msgkit.Message]) -> None:
+            for msg in msgs:
+                msg.key, msg.value, msg.headers  # noqa: B018 - read, as the raw loop does
+            await countdown.many(msgs)
+        return handler
+    return await _msgkit_consume(url, n, reading, batch=BATCH)
 
 
-async def _consume_batch(url: str, n: int, *, read: bool) -> float:
-    """A batch handler (`batch=BATCH`); `read`: it reads each message's key, value and
-    headers, as the raw loop reading records does."""
+async def _msgkit_consume(url: str, n: int, handler: Callable[[Countdown], Any],
+                          **options: Any) -> float:
+    """`n` messages through a msgkit consumer running `handler(countdown)`; first to last."""
     topic = _topic()
     await _create(url, topic)
     await _fill(url, topic, n)
     countdown = Countdown(n)
-
-    async def handler(msgs: list[msgkit.Message]) -> None:
-        if read:
-            for msg in msgs:
-                msg.key, msg.value, msg.headers  # noqa: B018 - read, as the raw loop does
-        await countdown.many(msgs)
-
     async with msgkit.connect(url) as broker:
-        consumer = broker.consumer(topic, group="bench", start="earliest", batch=BATCH)
-        await consumer.start(handler)
+        consumer = broker.consumer(topic, group="bench", start="earliest", **options)
+        await consumer.start(handler(countdown))
         await asyncio.wait_for(countdown.done.wait(), 120)
         await consumer.stop()
         return countdown.elapsed
