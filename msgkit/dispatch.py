@@ -53,11 +53,9 @@ class Dispatcher(Runner):
         self._ready: deque[Delivery] = deque()
         self._chains: dict[str, deque[Delivery]] = {}  # key -> later deliveries of that key
         self._idle: deque[asyncio.Future[None]] = deque()
-        self._held = 0
         self._room: asyncio.Future[None] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
-        self._stopping = False
         self._fetch: asyncio.Task[object] | None = None
 
     async def run(self) -> None:

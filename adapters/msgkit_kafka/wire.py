@@ -50,7 +50,6 @@ def to_message(record: Any, retried: bool) -> Message:
         key = record.key()
         _KEY(msg, key.decode("utf-8", "replace") if key is not None else None)
         _NATIVE(msg, record)
-        _RECORD(msg, record)
         return msg
     headers = _headers(record)
     topic: str = headers.get(ORIGINAL_TOPIC) or record.topic()
@@ -76,12 +75,12 @@ class KafkaMessage(Message):
     Unset slots raise AttributeError, which Python turns into a `__getattr__` call: after
     the first one every field is a plain slot read."""
 
-    __slots__ = ("_record",)
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
         if name not in _LAZY:
             raise AttributeError(name)
-        record = _RECORD_OF(self)  # AttributeError if built by __init__ (fully set)
+        record = self.native  # only a message built by to_message has unset fields
         headers = _headers(record)
         attempt = attempt_of(headers.get(ATTEMPT))
         message_id = headers.get(MESSAGE_ID) or _coordinates(record)
@@ -119,5 +118,3 @@ _TOPIC, _VALUE, _KEY, _HEADERS, _ID, _IDEMPOTENCY_KEY, _ATTEMPT, _TIMESTAMP, _NA
     Message.__dict__[name].__set__ for name in (
         "topic", "value", "key", "headers", "id", "idempotency_key", "attempt", "timestamp",
         "native"))
-_RECORD = KafkaMessage.__dict__["_record"].__set__
-_RECORD_OF = KafkaMessage.__dict__["_record"].__get__
