@@ -6,8 +6,9 @@ commit position is the first offset not finished yet (a slow message at 10 holds
 
 Two threads share this without a lock (a lock contended under the GIL costs a thread
 switch per message). Each field has one writer:
-- consumer thread: appends to `pending` (right end only), sets `committed` and `revoked`;
-- event loop: pops `pending` (left end only), owns `finished` and `position`.
+- consumer thread: sets `committed` and `revoked`;
+- event loop: owns `pending` (offsets join it as their deliveries are handed out),
+  `finished` and `position`.
 The consumer thread reads `position` to commit; a stale read is only ever behind.
 """
 

@@ -2,8 +2,9 @@
 
 confluent-kafka serialises calls into one Consumer (a call from another thread waits for
 `poll` to return), so everything the consumer does runs here: polling, pausing, commits,
-rebalance callbacks. Records go to the event loop in batches (`call_soon_threadsafe`);
-the loop only updates counters and the offset tracker.
+rebalance callbacks. Records go to the event loop in batches as the client returned them
+(`call_soon_threadsafe`); the loop builds deliveries from them as it hands them out, so
+this thread holds the GIL for as little as it can.
 
 - Backpressure: when `sent - finished` (records handed to the loop and not finished)
   reaches the buffer limit, no more records are taken until the loop drained half of
@@ -36,16 +37,17 @@ from confluent_kafka import (
     ConsumerGroupState,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
 from msgkit.errors import ConsumerLostError
 from msgkit_kafka.offsets import Key, OffsetTracker, PartitionOffsets
-from msgkit_kafka.wire import due_at, to_message
+from msgkit_kafka.wire import due_at
 
 if TYPE_CHECKING:
-    from msgkit_kafka.subscription import KafkaDelivery, KafkaSubscription
+    from msgkit_kafka.subscription import KafkaSubscription
 
 log = logging.getLogger("msgkit.kafka")
 
@@ -62,6 +64,7 @@ PAUSE_AFTER = 0.5
 holds the rest); partitions are paused when it stays full this long, so rebalances are
 served again. A pause is not free: resuming makes the broker send the data again."""
 _IGNORED = (KafkaError._PARTITION_EOF,)
+_topic_of = Message.topic
 
 
 class Poller:
@@ -77,11 +80,9 @@ class Poller:
         limit: int,
         timeout: float,
         tansu: AdminClient | None,
-        make: type[KafkaDelivery],
         transactional: bool = False,
     ) -> None:
         self.sub = sub
-        self._make = make
         self.topic = topic
         self.retry_topic = retry_topic
         self.group = group
@@ -320,45 +321,36 @@ class Poller:
         self._mark_joined()
 
     def _take(self, records: list[Any]) -> None:
+        """Hands `records` to the loop as they are: it builds deliveries as it hands them
+        out (this thread's Python work costs the loop the GIL). Only a retry copy that is
+        not due yet is held back here, with the rest of its partition."""
+        retry_topic = self.retry_topic
+        if retry_topic is not None and retry_topic in map(_topic_of, records):
+            records = self._hold_not_due(records)
+        if records:
+            self._hand(records)
+
+    def _hold_not_due(self, records: list[Any]) -> list[Any]:
         now = time.time()
         held = self._held
-        parts = self.tracker.parts
-        out: list[KafkaDelivery] = []
-        make = self._make
-        sub = self.sub
-        retry_topic = self.retry_topic
-        last: Key | None = None
-        part = queue = None
-        retried = False
+        out = []
         for record in records:
-            if record.error() is not None:
-                self._record_error(record.error())
-                continue
             key = (record.topic(), record.partition())
-            if key != last:  # records come in runs of one partition
-                last = key
-                part = parts.get(key)
-                queue = held.get(key)
-                retried = key[0] == retry_topic
+            queue = held.get(key)
             if queue is not None:  # behind a copy that is not due yet
                 queue.append(record)
-                continue
-            if retried and due_at(record) > now:
-                queue = held[key] = deque([record])
-                continue
-            if part is not None:
-                offset = record.offset()
-                part.pending.append(offset)
-                out.append(make(to_message(record, retried), sub, part, offset))
-        if out:
-            self.sent += len(out)
-            self._to_loop(sub._on_records, out)
+            elif (key[0] == self.retry_topic and record.error() is None
+                  and due_at(record) > now):
+                held[key] = deque([record])
+            else:
+                out.append(record)
+        return out
 
-    def _hand(self, out: list[KafkaDelivery]) -> None:
-        for d in out:
-            d.part.pending.append(d.offset)
-        self.sent += len(out)
-        self._to_loop(self.sub._on_records, out)
+    def _hand(self, records: list[Any]) -> None:
+        """To the loop, with the partitions they were fetched under (a record of a
+        partition given up since then is stale)."""
+        self.sent += len(records)
+        self._to_loop(self.sub._on_records, (records, dict(self.tracker.parts)))
 
     def _release_due(self) -> float:
         """Hands out held retry copies that are due; returns how long poll may wait."""
@@ -366,19 +358,14 @@ class Poller:
             return self._poll_seconds
         now = time.time()
         soonest = now + self._poll_seconds
-        out: list[KafkaDelivery] = []
-        parts = self.tracker.parts
+        out: list[Any] = []
         for key, queue in list(self._held.items()):
-            part = parts.get(key)
             while queue:
                 due = due_at(queue[0])
                 if due > now:
                     soonest = min(soonest, due)
                     break
-                record = queue.popleft()
-                if part is not None:
-                    out.append(self._make(to_message(record, True), self.sub, part,
-                                          record.offset()))
+                out.append(queue.popleft())
             if not queue:
                 del self._held[key]
         if out:
@@ -488,7 +475,8 @@ class Poller:
         else:
             log.debug("Kafka consumer of %r: %s", self.topic, err.str())
 
-    def _record_error(self, err: KafkaError) -> None:
+    def record_error(self, err: KafkaError) -> None:
+        """(event loop) An error the client returned in place of a record."""
         if err.code() in _IGNORED:
             return
         if err.fatal():

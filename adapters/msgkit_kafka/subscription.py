@@ -10,6 +10,7 @@ commits them instead: see `transaction.py`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from msgkit.errors import BrokerUnavailableError, ConsumerLostError, MsgkitError
 from msgkit.guarantee import Guarantee
 from msgkit.message import Message, Outgoing
 from msgkit_kafka.config import redacted
-from msgkit_kafka.offsets import PartitionOffsets
+from msgkit_kafka.offsets import Key, PartitionOffsets
 from msgkit_kafka.poller import Poller
 from msgkit_kafka.transaction import BatchTransaction, JoinedPublisher, TransactionalProducer
 from msgkit_kafka.wire import (
@@ -35,9 +36,12 @@ from msgkit_kafka.wire import (
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
     first_stored,
+    to_message,
 )
 
 log = logging.getLogger("msgkit.kafka")
+_new = object.__new__
+Chunk = list[Any]
 
 
 class KafkaDelivery(Delivery):
@@ -99,7 +103,9 @@ class KafkaSubscription(Subscription):
         self._commit_first = spec.guarantee is Guarantee.AT_MOST_ONCE and spec.group is not None
         self._retry_publisher = retry_publisher
         self._close_timeout = close_timeout
-        self._buffer: deque[KafkaDelivery] = deque()
+        self._buffer: deque[Chunk] = deque()
+        """What the thread handed over, in order: [records, partitions, next index], or
+        [deliveries, None, next index] for deliveries built already (taken back or copies)."""
         self._waiters: list[asyncio.Future[None]] = []
         self._unacked = 0
         self.finished = 0
@@ -111,7 +117,7 @@ class KafkaSubscription(Subscription):
         self._poller = Poller(
             self, conf, topic=spec.topic, retry_topic=retry_topic, group=spec.group,
             start=spec.start, limit=limit, timeout=timeout, tansu=tansu,
-            make=KafkaDelivery, transactional=transaction is not None,
+            transactional=transaction is not None,
         )
         self._txn = (BatchTransaction(transaction, self._poller, self.settle, spec.prefetch)
                      if transaction else None)
@@ -136,11 +142,12 @@ class KafkaSubscription(Subscription):
 
     # -- called from the consumer thread via call_soon_threadsafe -------------------------
 
-    def _on_records(self, deliveries: list[KafkaDelivery]) -> None:
+    def _on_records(self, batch: tuple[list[Any], dict[Key, PartitionOffsets]]) -> None:
+        records, parts = batch
         if self._closed:
-            self.finished += len(deliveries)
+            self.finished += len(records)
             return
-        self._buffer.extend(deliveries)
+        self._buffer.append([records, parts, 0])
         self._wake()
 
     def _on_joined(self, _: object) -> None:
@@ -149,8 +156,13 @@ class KafkaSubscription(Subscription):
 
     def _purge(self, _: object) -> None:
         """Drops buffered records of partitions this consumer gave up."""
-        kept = deque(d for d in self._buffer if not d.part.revoked)
-        self.finished += len(self._buffer) - len(kept)
+        kept: deque[Chunk] = deque()
+        for items, parts, pos in self._buffer:
+            live = [x for x in itertools.islice(items, pos, None)
+                    if not (x.part.revoked if parts is None else _stale(x, parts))]
+            self.finished += len(items) - pos - len(live)
+            if live:
+                kept.append([live, parts, 0])
         self._buffer = kept
 
     def _on_stopped(self, error: BaseException | None) -> None:
@@ -184,14 +196,22 @@ class KafkaSubscription(Subscription):
             buffer = self._buffer
             if room > 0 and buffer:
                 out: list[KafkaDelivery] = []
-                stale = 0
                 while buffer and len(out) < room:
-                    d = buffer.popleft()
-                    if d.part.revoked:
-                        stale += 1
+                    chunk = buffer[0]
+                    items, parts, pos = chunk
+                    end = min(len(items), pos + room - len(out))
+                    if parts is None:
+                        for d in itertools.islice(items, pos, end):
+                            if d.part.revoked:
+                                self.finished += 1
+                            else:
+                                out.append(d)
                     else:
-                        out.append(d)
-                self.finished += stale
+                        self._deliveries(items, parts, pos, end, out)
+                    if end == len(items):
+                        buffer.popleft()
+                    else:
+                        chunk[2] = end
                 if out and self._commit_first:
                     out = await self._commit_before_handing_out(out)
                 if out:
@@ -217,15 +237,50 @@ class KafkaSubscription(Subscription):
         try:
             ok = await asyncio.shield(future)
         except asyncio.CancelledError:
-            self._buffer.extendleft(reversed(out))  # a cancelled fetch takes nothing
+            self._buffer.appendleft([out, None, 0])  # a cancelled fetch takes nothing
             raise
         if not ok:
-            self._buffer.extendleft(reversed(out))
+            self._buffer.appendleft([out, None, 0])
             await asyncio.sleep(0.1)
             return []
         live = [d for d in out if not d.part.revoked]
         self.finished += len(out) - len(live)
         return live
+
+    def _deliveries(self, records: list[Any], parts: dict[Key, PartitionOffsets], start: int,
+                    end: int, out: list[KafkaDelivery]) -> None:
+        """Deliveries of `records[start:end]`, appended to `out`. Their offsets join their
+        partition's pending ones here, in the order they are handed out."""
+        retry_topic = self._retry_topic
+        topic = partition = part = None
+        retried = False
+        dropped = 0
+        for i in range(start, end):
+            record = records[i]
+            error = record.error()
+            if error is not None:
+                self._poller.record_error(error)
+                dropped += 1
+                continue
+            t, p = record.topic(), record.partition()
+            if p != partition or t != topic:  # records come in runs of one partition
+                topic, partition = t, p
+                part = parts.get((t, p))
+                retried = t == retry_topic
+            if part is None or part.revoked:
+                dropped += 1
+                continue
+            offset = record.offset()
+            part.pending.append(offset)
+            # Built without calling the classes: this runs for every record.
+            d = _new(KafkaDelivery)
+            d.message = to_message(record, retried)
+            d._sub = self
+            d.part = part
+            d.offset = offset
+            d.settled = False
+            out.append(d)
+        self.finished += dropped
 
     def settle(self, d: KafkaDelivery) -> bool:
         """Marks `d` finished; False if it was settled already."""
@@ -270,18 +325,25 @@ class KafkaSubscription(Subscription):
             self, d.part, d.offset,
         )
         if delay > 0:
-            self._loop.call_later(delay, self._on_records, [again])
+            self._loop.call_later(delay, self._requeue, again)
         else:
-            self._on_records([again])
+            self._requeue(again)
         if self._waiters:
             self._wake()
+
+    def _requeue(self, d: KafkaDelivery) -> None:
+        if self._closed:
+            self.finished += 1
+            return
+        self._buffer.append([[d], None, 0])
+        self._wake()
 
     async def close(self) -> None:
         if not self._closed and self._txn is not None:
             await self._end_transaction()
         if not self._closed:
             self._closed = True
-            self.finished += len(self._buffer)
+            self.finished += sum(len(items) - pos for items, _, pos in self._buffer)
             self._buffer.clear()
             self._poller.stop()
             self._wake()
@@ -341,3 +403,8 @@ class KafkaSubscription(Subscription):
             **({"transactions": self._txn.producer.describe()} if self._txn else {}),
             **redacted(self._poller.conf),
         }
+
+
+def _stale(record: Any, parts: dict[Key, PartitionOffsets]) -> bool:
+    part = parts.get((record.topic(), record.partition()))
+    return part is None or part.revoked

@@ -45,10 +45,6 @@ def to_message(record: Any, retried: bool) -> Message:
     """A msgkit message from a confluent-kafka record; `retried`: it comes from a retry topic."""
     if not retried:
         msg = _new(KafkaMessage)
-        _TOPIC(msg, record.topic())
-        _VALUE(msg, record.value() or b"")
-        key = record.key()
-        _KEY(msg, key.decode("utf-8", "replace") if key is not None else None)
         _NATIVE(msg, record)
         return msg
     headers = _headers(record)
@@ -68,28 +64,36 @@ def to_message(record: Any, retried: bool) -> Message:
 
 
 class KafkaMessage(Message):
-    """A message read from a Kafka topic (not a retry copy). Its headers, and the fields
-    msgkit reads from them (id, idempotency key, attempt) and the timestamp, are decoded on
-    first use: most handlers never look at them, and decoding is most of a record's cost.
+    """A message read from a Kafka topic (not a retry copy), decoded from its record on
+    first use: most of receiving a message was building it, and many handlers read only
+    its value, or nothing at all.
 
-    Unset slots raise AttributeError, which Python turns into a `__getattr__` call: after
-    the first one every field is a plain slot read."""
+    Unset slots raise AttributeError, which Python turns into a `__getattr__` call that
+    fills a group of them: topic, value and key together; the headers and what msgkit
+    reads from them (id, idempotency key, attempt) with the timestamp. After that every
+    field is a plain slot read."""
 
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
-        if name not in _LAZY:
-            raise AttributeError(name)
         record = self.native  # only a message built by to_message has unset fields
-        headers = _headers(record)
-        attempt = attempt_of(headers.get(ATTEMPT))
-        message_id = headers.get(MESSAGE_ID) or _coordinates(record)
-        stamp = _timestamp(record)
-        _HEADERS(self, headers)  # all computed first: a failure above sets nothing
-        _ID(self, message_id)
-        _IDEMPOTENCY_KEY(self, headers.get(IDEMPOTENCY_KEY))
-        _ATTEMPT(self, attempt)
-        _TIMESTAMP(self, stamp)
+        if name in _BODY:
+            key = record.key()
+            _TOPIC(self, record.topic())
+            _VALUE(self, record.value() or b"")
+            _KEY(self, key.decode("utf-8", "replace") if key is not None else None)
+        elif name in _FROM_HEADERS:
+            headers = _headers(record)
+            attempt = attempt_of(headers.get(ATTEMPT))
+            message_id = headers.get(MESSAGE_ID) or _coordinates(record)
+            stamp = _timestamp(record)
+            _HEADERS(self, headers)  # all computed first: a failure above sets nothing
+            _ID(self, message_id)
+            _IDEMPOTENCY_KEY(self, headers.get(IDEMPOTENCY_KEY))
+            _ATTEMPT(self, attempt)
+            _TIMESTAMP(self, stamp)
+        else:
+            raise AttributeError(name)
         return getattr(self, name)
 
 
@@ -113,7 +117,8 @@ def _coordinates(record: Any) -> str:
 
 
 _new = object.__new__
-_LAZY = frozenset(("headers", "id", "idempotency_key", "attempt", "timestamp"))
+_BODY = frozenset(("topic", "value", "key"))
+_FROM_HEADERS = frozenset(("headers", "id", "idempotency_key", "attempt", "timestamp"))
 _TOPIC, _VALUE, _KEY, _HEADERS, _ID, _IDEMPOTENCY_KEY, _ATTEMPT, _TIMESTAMP, _NATIVE = (
     Message.__dict__[name].__set__ for name in (
         "topic", "value", "key", "headers", "id", "idempotency_key", "attempt", "timestamp",

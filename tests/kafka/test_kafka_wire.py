@@ -17,6 +17,7 @@ class Record:
     def __init__(self, headers: list[tuple[str, bytes | None]] | None) -> None:
         self._headers = headers
         self.header_reads = 0
+        self.value_reads = 0
 
     def topic(self) -> str:
         return "orders"
@@ -31,6 +32,7 @@ class Record:
         return b"k"
 
     def value(self) -> bytes:
+        self.value_reads += 1
         return b"v"
 
     def timestamp(self) -> tuple[int, int]:
@@ -54,6 +56,14 @@ def test_headers_and_what_msgkit_reads_from_them_decode_once_on_first_use() -> N
                            "trace": ""}
     assert record.header_reads == 1
     assert msg.native is record
+
+
+def test_a_message_reads_nothing_from_its_record_until_a_field_is_used() -> None:
+    record = Record([(h.MESSAGE_ID, b"m-1")])
+    msg = to_message(record, retried=False)
+    assert (record.value_reads, record.header_reads) == (0, 0)
+    assert msg.value == b"v" and msg.value == b"v"
+    assert (record.value_reads, record.header_reads) == (1, 0), "the body is read once"
 
 
 def test_a_record_sent_without_an_id_is_named_by_where_kafka_stored_it() -> None:
