@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from msgkit.headers import ATTEMPT, IDEMPOTENCY_KEY, MESSAGE_ID
@@ -46,6 +47,7 @@ def to_message(record: Any, retried: bool) -> Message:
     if not retried:
         msg = _new(KafkaMessage)
         _NATIVE(msg, record)
+        _HEADERS(msg, None)  # not decoded yet
         return msg
     headers = _headers(record)
     topic: str = headers.get(ORIGINAL_TOPIC) or record.topic()
@@ -64,37 +66,60 @@ def to_message(record: Any, retried: bool) -> Message:
 
 
 class KafkaMessage(Message):
-    """A message read from a Kafka topic (not a retry copy), decoded from its record on
-    first use: most of receiving a message was building it, and many handlers read only
-    its value, or nothing at all.
+    """A message read from a Kafka topic (not a retry copy), backed by its record: most of
+    receiving a message was building it, and many handlers read only its value.
 
-    Unset slots raise AttributeError, which Python turns into a `__getattr__` call that
-    fills a group of them: topic, value and key together; the headers and what msgkit
-    reads from them (id, idempotency key, attempt) with the timestamp. After that every
-    field is a plain slot read."""
+    Its fields are read from the record when used (the client keeps topic, value and key
+    as Python objects); the headers are decoded once, on first use of them or of a field
+    msgkit reads from them (id, idempotency key, attempt). Built only by `to_message`;
+    calling the class (as `dataclasses.replace` does) gives a plain `Message`."""
 
     __slots__ = ()
 
-    def __getattr__(self, name: str) -> Any:
-        record = self.native  # only a message built by to_message has unset fields
-        if name in _BODY:
-            key = record.key()
-            _TOPIC(self, record.topic())
-            _VALUE(self, record.value() or b"")
-            _KEY(self, key.decode("utf-8", "replace") if key is not None else None)
-        elif name in _FROM_HEADERS:
-            headers = _headers(record)
-            attempt = attempt_of(headers.get(ATTEMPT))
-            message_id = headers.get(MESSAGE_ID) or _coordinates(record)
-            stamp = _timestamp(record)
-            _HEADERS(self, headers)  # all computed first: a failure above sets nothing
-            _ID(self, message_id)
-            _IDEMPOTENCY_KEY(self, headers.get(IDEMPOTENCY_KEY))
-            _ATTEMPT(self, attempt)
+    def __new__(cls, *args: Any, **kwargs: Any) -> Message:  # type: ignore[misc]
+        return Message(*args, **kwargs)
+
+    @property
+    def topic(self) -> str:
+        return self.native.topic()  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> bytes:
+        return self.native.value() or b""
+
+    @property
+    def key(self) -> str | None:
+        key = self.native.key()
+        return key.decode("utf-8", "replace") if key is not None else None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        headers = _GET_HEADERS(self)
+        if headers is None:
+            headers = _headers(self.native)
+            _HEADERS(self, headers)
+        return headers  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> str:
+        return self.headers.get(MESSAGE_ID) or _coordinates(self.native)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get(IDEMPOTENCY_KEY)
+
+    @property
+    def attempt(self) -> int:
+        return attempt_of(self.headers.get(ATTEMPT))
+
+    @property
+    def timestamp(self) -> float:
+        try:
+            return _GET_TIMESTAMP(self)  # type: ignore[no-any-return]
+        except AttributeError:  # first read: kept, as a record without one falls back to now
+            stamp = _timestamp(self.native)
             _TIMESTAMP(self, stamp)
-        else:
-            raise AttributeError(name)
-        return getattr(self, name)
+            return stamp
 
 
 def _headers(record: Any) -> dict[str, str]:
@@ -117,9 +142,6 @@ def _coordinates(record: Any) -> str:
 
 
 _new = object.__new__
-_BODY = frozenset(("topic", "value", "key"))
-_FROM_HEADERS = frozenset(("headers", "id", "idempotency_key", "attempt", "timestamp"))
-_TOPIC, _VALUE, _KEY, _HEADERS, _ID, _IDEMPOTENCY_KEY, _ATTEMPT, _TIMESTAMP, _NATIVE = (
-    Message.__dict__[name].__set__ for name in (
-        "topic", "value", "key", "headers", "id", "idempotency_key", "attempt", "timestamp",
-        "native"))
+_slot = Message.__dict__.__getitem__
+_HEADERS, _TIMESTAMP, _NATIVE = (_slot(name).__set__ for name in ("headers", "timestamp", "native"))
+_GET_HEADERS, _GET_TIMESTAMP = (_slot(name).__get__ for name in ("headers", "timestamp"))
