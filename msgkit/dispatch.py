@@ -152,8 +152,10 @@ class Dispatcher(Runner):
                 if not self._held:
                     self._drained.set()
                 room = self._room
-                if room is not None and not room.done() and self._wants_fetch():
-                    room.set_result(None)
+                if room is not None and not room.done():
+                    free = self._prefetch - self._held  # _wants_fetch(), inline
+                    if free >= self._refill or (free > 0 and self._idle):
+                        room.set_result(None)
                 if chains:
                     key = delivery.message.key
                     delivery = self._next_of_key(key) if key is not None else None
