@@ -64,7 +64,7 @@ PAUSE_AFTER = 0.5
 holds the rest); partitions are paused when it stays full this long, so rebalances are
 served again. A pause is not free: resuming makes the broker send the data again."""
 _IGNORED = (KafkaError._PARTITION_EOF,)
-_topic_of = Message.topic
+_topic_of, _error_of = Message.topic, Message.error
 
 
 class Poller:
@@ -324,11 +324,23 @@ class Poller:
         """Hands `records` to the loop as they are: it builds deliveries as it hands them
         out (this thread's Python work costs the loop the GIL). Only a retry copy that is
         not due yet is held back here, with the rest of its partition."""
+        if any(map(_error_of, records)):  # scans in C, as the check below does
+            records = self._without_errors(records)
         retry_topic = self.retry_topic
         if retry_topic is not None and retry_topic in map(_topic_of, records):
             records = self._hold_not_due(records)
         if records:
             self._hand(records)
+
+    def _without_errors(self, records: list[Any]) -> list[Any]:
+        out = []
+        for record in records:
+            error = record.error()
+            if error is None:
+                out.append(record)
+            else:
+                self._record_error(error)
+        return out
 
     def _hold_not_due(self, records: list[Any]) -> list[Any]:
         now = time.time()
@@ -339,8 +351,7 @@ class Poller:
             queue = held.get(key)
             if queue is not None:  # behind a copy that is not due yet
                 queue.append(record)
-            elif (key[0] == self.retry_topic and record.error() is None
-                  and due_at(record) > now):
+            elif key[0] == self.retry_topic and due_at(record) > now:
                 held[key] = deque([record])
             else:
                 out.append(record)
@@ -475,8 +486,7 @@ class Poller:
         else:
             log.debug("Kafka consumer of %r: %s", self.topic, err.str())
 
-    def record_error(self, err: KafkaError) -> None:
-        """(event loop) An error the client returned in place of a record."""
+    def _record_error(self, err: KafkaError) -> None:
         if err.code() in _IGNORED:
             return
         if err.fatal():

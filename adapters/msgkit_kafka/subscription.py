@@ -256,12 +256,7 @@ class KafkaSubscription(Subscription):
         retried = False
         dropped = 0
         for i in range(start, end):
-            record = records[i]
-            error = record.error()
-            if error is not None:
-                self._poller.record_error(error)
-                dropped += 1
-                continue
+            record = records[i]  # never an error: the thread keeps those
             t, p = record.topic(), record.partition()
             if p != partition or t != topic:  # records come in runs of one partition
                 topic, partition = t, p

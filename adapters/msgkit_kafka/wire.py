@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from msgkit.headers import ATTEMPT, IDEMPOTENCY_KEY, MESSAGE_ID
@@ -79,6 +80,19 @@ class KafkaMessage(Message):
     def __new__(cls, *args: Any, **kwargs: Any) -> Message:  # type: ignore[misc]
         return Message(*args, **kwargs)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copies and pickles are plain `Message`s, like `dataclasses.replace`'s."""
+        return (Message, tuple(getattr(self, name) for name in _FIELDS))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any `Message` with the same fields (the dataclass's own `__eq__`
+        compares only messages of one class)."""
+        if not isinstance(other, Message):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _COMPARED)
+
+    __hash__ = Message.__hash__
+
     @property
     def topic(self) -> str:
         return self.native.topic()  # type: ignore[no-any-return]
@@ -145,3 +159,5 @@ _new = object.__new__
 _slot = Message.__dict__.__getitem__
 _HEADERS, _TIMESTAMP, _NATIVE = (_slot(name).__set__ for name in ("headers", "timestamp", "native"))
 _GET_HEADERS, _GET_TIMESTAMP = (_slot(name).__get__ for name in ("headers", "timestamp"))
+_FIELDS = tuple(f.name for f in fields(Message))
+_COMPARED = tuple(f.name for f in fields(Message) if f.compare)

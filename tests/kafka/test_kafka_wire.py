@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from typing import Any
 
+import confluent_kafka
 import pytest
 
 from msgkit import Message
@@ -89,3 +92,15 @@ def test_a_lazy_message_behaves_as_a_frozen_message() -> None:
         msg.id = "other"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         msg.no_such_field  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_copies_and_pickles_are_plain_messages_equal_to_the_original() -> None:
+    record = confluent_kafka.Message(topic="orders", partition=2, offset=41, key=b"k",
+                                     value=b"v", headers=[(h.MESSAGE_ID, b"m-1")])
+    msg = to_message(record, retried=False)
+    for other in (copy.copy(msg), copy.deepcopy(msg), pickle.loads(pickle.dumps(msg)),
+                  dataclasses.replace(msg)):
+        assert type(other) is Message
+        assert other == msg and msg == other
+        assert (other.topic, other.key, other.value, other.id) == ("orders", "k", b"v", "m-1")
+    assert msg != dataclasses.replace(msg, attempt=2)
