@@ -140,7 +140,7 @@ class Broker:
         """A consumer of `topic` in `group` (same group: compete; other groups: each gets all).
 
         `concurrency` messages run at once, one at a time per key. `prefetch` bounds the
-        messages held unacknowledged (default: 4 x concurrency, at least 32; 512 under
+        messages held unacknowledged (default: 4 x concurrency, at least 128; 512 under
         exactly-once with broker transactions, where a batch is a transaction). `start` is where
         a new group begins: "earliest" (default for named groups) or "latest".
         `batch`: the handler takes a list of up to this many messages (`msgkit.batch`).

@@ -42,8 +42,10 @@ class Dispatcher(Runner):
         *,
         concurrency: int,
         prefetch: int,
+        release_on_stop: bool = True,
     ) -> None:
         self._subscription = subscription
+        self._release_on_stop = release_on_stop
         self._process = process
         self._concurrency = concurrency
         self._prefetch = prefetch
@@ -81,10 +83,27 @@ class Dispatcher(Runner):
             await asyncio.gather(*workers, return_exceptions=True)
 
     def stop(self) -> None:
-        """Stop fetching; `run` returns once held deliveries are finished."""
+        """Stop fetching; `run` returns once the started deliveries are finished.
+
+        Deliveries fetched but not started are left unsettled with `release_on_stop`: the
+        subscription's close gives them back to the group (so a large prefetch does not make
+        stopping slow). Without it (at-most-once on Kafka commits them when fetched), they
+        run first."""
         self._stopping = True
+        if self._release_on_stop:
+            self._release_unstarted()
         if self._fetch is not None:
             self._fetch.cancel()  # fetch is cancellation-safe: no message is taken
+
+    def _release_unstarted(self) -> None:
+        released = len(self._ready)
+        self._ready.clear()
+        for chain in self._chains.values():  # the running message of each key stays
+            released += len(chain)
+            chain.clear()
+        self._held -= released
+        if not self._held:
+            self._drained.set()
 
     async def _fetch_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,34 @@ class LifecycleContract:
     ) -> None:
         await graceful_stop(msgkit_broker, unique_name)
 
+    async def test_stop_leaves_fetched_unstarted_messages_to_the_group(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        requires(msgkit_broker, "redelivers_unacked")
+        release = asyncio.Event()
+        first: list[str] = []
+
+        async def blocks(msg: msgkit.Message) -> None:
+            first.append(msg.id)
+            await release.wait()
+
+        consumer = msgkit_broker.consumer(unique_name, group="g", prefetch=10)
+        await consumer.start(blocks)
+        ids = await msgkit_broker.producer().send_many(unique_name, [b"x"] * 10)
+        await eventually(lambda: consumer.in_flight > 1, timeout=WAIT,
+                         message="more fetched while the first one runs")
+        stopping = asyncio.create_task(consumer.stop())
+        await eventually(lambda: consumer.in_flight == 1, timeout=WAIT,
+                         message="stop() let go of the nine not started")
+        assert not stopping.done(), "stop() returned while a handler was still running"
+        release.set()
+        await asyncio.wait_for(stopping, WAIT)
+        assert len(first) == 1, "stop() ran messages that had not started"
+        after = Collector()
+        await msgkit_broker.consumer(unique_name, group="g").start(after)
+        await eventually(lambda: after.ids == set(ids) - set(first), timeout=WAIT,
+                         message="the unstarted messages go to the next member")
+
     async def test_stop_mid_stream_then_resume_loses_nothing(
         self, msgkit_broker: msgkit.Broker, unique_name: str
     ) -> None:
