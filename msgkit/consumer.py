@@ -156,7 +156,7 @@ class Consumer:
         """Take no new messages, finish and acknowledge the in-flight ones, leave the group.
 
         Messages fetched but not started go back to the group (under at-most-once, and in a
-        Kafka transaction, they are handled first)."""
+        broker transaction, they are handled first)."""
         if self._dispatcher is not None:
             self._dispatcher.stop()
         if self._task is not None:

@@ -87,8 +87,8 @@ class Dispatcher(Runner):
 
         Deliveries fetched but not started are left unsettled with `release_on_stop`: the
         subscription's close gives them back to the group (so a large prefetch does not make
-        stopping slow). Without it (at-most-once on Kafka commits them when fetched), they
-        run first."""
+        stopping slow). Without it (a backend may acknowledge at-most-once deliveries when
+        fetched; a broker transaction should commit, not abort), they run first."""
         self._stopping = True
         if self._release_on_stop:
             self._release_unstarted()
