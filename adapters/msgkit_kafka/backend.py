@@ -147,6 +147,7 @@ class KafkaBackend(Backend):
             sub = KafkaSubscription(
                 spec, conf, retry_topic=retry,
                 retry_publisher=retry_publisher, limit=max(limit, 2),
+                max_bytes=settings.buffer_bytes,
                 timeout=settings.connect_timeout, close_timeout=settings.close_timeout,
                 tansu=self._admin if self._tansu else None, transaction=txn,
             )

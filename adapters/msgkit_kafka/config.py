@@ -49,6 +49,10 @@ class Settings:
     buffer_messages: int = 0
     """Messages a subscription holds locally (fetched, not yet finished) before it pauses
     its partitions; 0 means max(4 x prefetch, 1024)."""
+    buffer_bytes: int = 64 * 1024 * 1024
+    """Payload bytes a subscription holds locally before it pauses (with large messages
+    this binds before `buffer_messages`); judged by the average size of recent records.
+    0: no byte bound. librdkafka's own queue (`queued.max.messages.kbytes`) is separate."""
     transactional_id: str = ""
     """The `transactional.id` of an exactly-once consumer or producer. Empty: a fresh one
     per instance. Give each instance a stable one (e.g. `orders-relay-<pod>`) and its

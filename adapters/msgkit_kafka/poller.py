@@ -9,7 +9,8 @@ this thread holds the GIL for as little as it can.
 - Backpressure: when `sent - finished` (records handed to the loop and not finished)
   reaches the buffer limit, no more records are taken until the loop drained half of
   them; if that takes longer than PAUSE_AFTER, every assigned partition is paused (and
-  resumed once drained). Memory stays bounded: our buffer by `buffer_messages`,
+  resumed once drained). Memory stays bounded: our buffer by `buffer_messages` and
+  `buffer_bytes` (the record limit shrinks to what fits at the recent average size),
   librdkafka's by `queued.max.messages.kbytes`.
 - Retry topic: a copy whose due time has not come is held here with the rest of its
   partition, which is paused until then (the main topic flows on; nothing busy-loops).
@@ -78,6 +79,7 @@ class Poller:
         group: str | None,
         start: str,
         limit: int,
+        max_bytes: int = 0,
         timeout: float,
         tansu: AdminClient | None,
         transactional: bool = False,
@@ -94,6 +96,10 @@ class Poller:
         self.tracker = OffsetTracker()
         self.sent = 0
         """Records handed to the loop (written here only; `sub.finished` is the loop's)."""
+        self.max_records = limit
+        self.max_bytes = max_bytes
+        self._record_bytes = 0.0
+        """Recent average payload size (rises at once, falls slowly): sets the record limit."""
         self._high = limit
         self.low = limit // 2
         self.blocked = False
@@ -154,6 +160,8 @@ class Poller:
                     record = consumer.poll(wait)
                 if record is not None:
                     records = [record]
+                    if self.max_bytes:  # before taking more: a first large record limits them
+                        self._sized(len(record))
                     room = min(BATCH, self._high - (self.sent - self.sub.finished))
                     if room > 1:
                         records.extend(consumer.consume(room - 1, 0))
@@ -361,7 +369,18 @@ class Poller:
         """To the loop, with the partitions they were fetched under (a record of a
         partition given up since then is stale)."""
         self.sent += len(records)
+        if self.max_bytes:
+            self._sized(sum(map(len, records)) / len(records))  # len: value bytes, in C
         self._to_loop(self.sub._on_records, (records, dict(self.tracker.parts)))
+
+    def _sized(self, record_bytes: float) -> None:
+        """Fits the record limit to `buffer_bytes` at the recent average record size."""
+        average = self._record_bytes
+        average = record_bytes if record_bytes > average else average + (record_bytes - average) / 8
+        self._record_bytes = average
+        high = max(2, min(self.max_records, int(self.max_bytes // max(average, 1.0))))
+        if high != self._high:
+            self._high, self.low = high, high // 2
 
     def _release_due(self) -> float:
         """Hands out held retry copies that are due; returns how long poll may wait."""

@@ -91,6 +91,7 @@ class KafkaSubscription(Subscription):
         retry_topic: str | None,
         retry_publisher: Publisher | None,
         limit: int,
+        max_bytes: int = 0,
         timeout: float,
         close_timeout: float,
         tansu: AdminClient | None,
@@ -116,7 +117,7 @@ class KafkaSubscription(Subscription):
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         self._poller = Poller(
             self, conf, topic=spec.topic, retry_topic=retry_topic, group=spec.group,
-            start=spec.start, limit=limit, timeout=timeout, tansu=tansu,
+            start=spec.start, limit=limit, max_bytes=max_bytes, timeout=timeout, tansu=tansu,
             transactional=transaction is not None,
         )
         self._txn = (BatchTransaction(transaction, self._poller, self.settle, spec.prefetch)
@@ -400,7 +401,8 @@ class KafkaSubscription(Subscription):
     def describe(self) -> dict[str, Any]:
         return {
             "topic": self._spec.topic, "group": self._spec.group,
-            "retry_topic": self._retry_topic, "buffer_messages": self._poller._high,
+            "retry_topic": self._retry_topic, "buffer_messages": self._poller.max_records,
+            "buffer_bytes": self._poller.max_bytes,
             **({"transactions": self._txn.producer.describe()} if self._txn else {}),
             **redacted(self._poller.conf),
         }

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import msgkit
-from msgkit.testing import Collector
+from msgkit.testing import Collector, eventually
 from msgkit_kafka.subscription import KafkaSubscription
 
 SubOf = Callable[[msgkit.Consumer], KafkaSubscription]
@@ -48,6 +48,45 @@ async def test_slow_handler_pauses_partitions_and_bounds_what_is_held(
     assert peak_backlog <= 20, f"{peak_backlog} records buffered > buffer_messages"
     assert paused, "the partitions were never paused although the handler was slow"
     assert not sub.paused, "partitions stay paused after the backlog drained"
+    await consumer.stop()
+
+
+async def test_large_messages_are_bounded_by_buffer_bytes(
+    kafka: msgkit.Broker, unique_name: str, sub_of: SubOf
+) -> None:
+    """200 kB messages with buffer_bytes=1 MB: at most 5 held, though buffer_messages
+    (1024 by default) would take all 30."""
+    gate = asyncio.Event()
+    got = Collector()
+
+    async def held(msg: msgkit.Message) -> None:
+        await gate.wait()
+        await got(msg)
+
+    consumer = kafka.consumer(unique_name, group="g", concurrency=1, prefetch=2,
+                              buffer_bytes=1_000_000)
+    await consumer.start(held)
+    sub = sub_of(consumer)
+    peak_backlog = 0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak_backlog
+        while not stop.is_set():
+            peak_backlog = max(peak_backlog, sub.backlog)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    ids = set(await kafka.producer().send_many(unique_name, [b"x" * 200_000] * 30))
+    await eventually(lambda: sub.paused, timeout=15,
+                     message="a full byte budget never paused the partitions")
+    gate.set()
+    await got.wait_for(30, timeout=30)
+    stop.set()
+    await watcher
+    assert got.ids == ids
+    assert 4 <= peak_backlog <= 5, f"{peak_backlog} records of 200 kB held; 1 MB fits 5"
+    assert consumer.describe()["client"]["buffer_bytes"] == 1_000_000
     await consumer.stop()
 
 
