@@ -10,12 +10,16 @@ Selecting cases (both options repeat; a case runs when it matches any -k and any
   -b BACKEND   the case runs on this broker exactly: memory, kafka or amqp
   --list       print the selection and exit
   --scale F    multiply every message count by F (e.g. 0.1 while developing)
+  --gc-threshold N
+               Python's generation-0 GC threshold for the whole run, msgkit and
+               baselines alike (Python's default: 700); see the README's Kafka notes
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import importlib
 import json
 import math
@@ -93,7 +97,12 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the selection and exit")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply message counts by this (default 1)")
+    parser.add_argument("--gc-threshold", type=int, metavar="N",
+                        help="generation-0 GC threshold for both sides (default: Python's)")
     args = parser.parse_args()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+        print(f"GC thresholds for this run: {gc.get_threshold()}")
     cases = select(load_cases(), args.k, args.backend)
     if args.scale != 1.0:
         cases = [dataclasses.replace(c, messages=max(10, math.ceil(c.messages * args.scale)))
