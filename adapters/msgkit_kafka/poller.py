@@ -103,7 +103,7 @@ class Poller:
         self._high = limit
         self.low = limit // 2
         self.blocked = False
-        """The loop holds `limit` records: take no more until it drained to `low`."""
+        """The loop holds `_high` records: take no more until it drained to `low`."""
         self.flow_paused = False
         """Blocked for longer than PAUSE_AFTER: every partition is paused."""
         self._blocked_since = 0.0
@@ -160,7 +160,9 @@ class Poller:
                     record = consumer.poll(wait)
                 if record is not None:
                     records = [record]
-                    if self.max_bytes:  # before taking more: a first large record limits them
+                    # Before taking more: a large first record lowers the limit for them
+                    # (only raises it: the whole batch is averaged in `_take`).
+                    if self.max_bytes and len(record) > self._record_bytes:
                         self._sized(len(record))
                     room = min(BATCH, self._high - (self.sent - self.sub.finished))
                     if room > 1:
@@ -332,6 +334,8 @@ class Poller:
         """Hands `records` to the loop as they are: it builds deliveries as it hands them
         out (this thread's Python work costs the loop the GIL). Only a retry copy that is
         not due yet is held back here, with the rest of its partition."""
+        if self.max_bytes:  # before holding any: held copies count once released
+            self._sized(sum(map(len, records)) / len(records))  # len: value bytes, in C
         if any(map(_error_of, records)):  # scans in C, as the check below does
             records = self._without_errors(records)
         retry_topic = self.retry_topic
@@ -369,8 +373,6 @@ class Poller:
         """To the loop, with the partitions they were fetched under (a record of a
         partition given up since then is stale)."""
         self.sent += len(records)
-        if self.max_bytes:
-            self._sized(sum(map(len, records)) / len(records))  # len: value bytes, in C
         self._to_loop(self.sub._on_records, (records, dict(self.tracker.parts)))
 
     def _sized(self, record_bytes: float) -> None:
@@ -383,14 +385,16 @@ class Poller:
             self._high, self.low = high, high // 2
 
     def _release_due(self) -> float:
-        """Hands out held retry copies that are due; returns how long poll may wait."""
+        """Hands out held retry copies that are due, as many as the buffer has room for;
+        returns how long poll may wait."""
         if not self._held:
             return self._poll_seconds
         now = time.time()
         soonest = now + self._poll_seconds
+        room = self._high - (self.sent - self.sub.finished)
         out: list[Any] = []
         for key, queue in list(self._held.items()):
-            while queue:
+            while queue and len(out) < room:
                 due = due_at(queue[0])
                 if due > now:
                     soonest = min(soonest, due)
