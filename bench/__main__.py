@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--gc-threshold", type=int, metavar="N",
                         help="generation-0 GC threshold for both sides (default: Python's)")
     args = parser.parse_args()
-    if args.gc_threshold:
+    if args.gc_threshold is not None:  # 0 turns automatic collection off
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
         print(f"GC thresholds for this run: {gc.get_threshold()}")
     cases = select(load_cases(), args.k, args.backend)

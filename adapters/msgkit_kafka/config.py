@@ -64,6 +64,13 @@ class Settings:
     leaving the group (a member leaving mid-rebalance blocks the group). "auto": on for
     Tansu."""
 
+    def __post_init__(self) -> None:
+        for name in ("buffer_messages", "buffer_bytes"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(
+                    f"kafka option {name}={getattr(self, name)} is negative; give a size, or 0 "
+                    "for the default" + (" (no byte bound)" if name == "buffer_bytes" else ""))
+
     def merged(self, options: Mapping[str, Any]) -> Settings:
         """These settings updated by the dotless msgkit keys in `options`."""
         changes: dict[str, Any] = {}

@@ -67,6 +67,12 @@ def test_unknown_dotless_option_says_how_to_write_it() -> None:
         msgkit.connect(UNREACHABLE + "?partitions=many")
 
 
+def test_negative_buffer_limits_are_rejected() -> None:
+    for option in ("buffer_bytes", "buffer_messages"):
+        with pytest.raises(msgkit.ConfigurationError, match=f"{option}=-1 is negative"):
+            msgkit.connect(UNREACHABLE + f"?{option}=-1")
+
+
 def test_guarantees_set_acks_and_idempotence() -> None:
     alo = producer_config(msgkit.Guarantee.AT_LEAST_ONCE, {})
     assert alo["acks"] == "all" and alo["enable.idempotence"] is True
