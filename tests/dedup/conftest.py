@@ -3,16 +3,18 @@
 Redis: `MSGKIT_TEST_REDIS_URL` (default redis://127.0.0.1:6379/0), a fresh key prefix,
 deleted afterwards. PostgreSQL: `MSGKIT_TEST_POSTGRES_URL` (default
 postgresql://postgres@127.0.0.1:5432/test), a fresh table, dropped afterwards. SQLite: a file
-in the test's tmp_path. A store that cannot be reached skips its tests, or fails them when
-`CI` is set.
+in the test's tmp_path. A server that is not up is started (`msgkit.testing.stores`); a store
+that still cannot be reached skips its tests, or fails them when `CI` is set.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn, TypeVar
 from urllib.parse import urlencode
 
 import psycopg
@@ -20,19 +22,45 @@ import pytest
 import redis
 from psycopg import sql
 
+from msgkit.errors import BrokerUnavailableError
+from msgkit.testing import stores
+from msgkit.testing.stores import POSTGRES_URL, REDIS_URL
 from msgkit.url import redact
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
-
-REDIS_URL = os.environ.get("MSGKIT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-POSTGRES_URL = os.environ.get("MSGKIT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+T = TypeVar("T")
 
 
-def unavailable(what: str, exc: BaseException) -> None:
+@functools.cache
+def ensured(ensure: Callable[[], str]) -> str:
+    """Starts a store's server at most once per session; '' when it is up, else why not."""
+    try:
+        ensure()
+    except BrokerUnavailableError as exc:
+        return str(exc)
+    return ""
+
+
+def unavailable(what: str, exc: BaseException | str) -> NoReturn:
     text = f"{what} unavailable: {redact(str(exc))}"
     if os.environ.get("CI"):
         pytest.fail(text + " (CI is set, so this fails instead of skipping)", pytrace=False)
     pytest.skip(text)
+
+
+def connected(what: str, url: str, connect: Callable[[], T], ensure: Callable[[], str],
+              errors: tuple[type[BaseException], ...]) -> T:
+    """A client of the store at `url`, starting its server once if it is not up."""
+    try:
+        return connect()
+    except errors:
+        why_not = ensured(ensure)
+    if why_not:
+        unavailable(f"{what} at {redact(url)}", why_not)
+    try:
+        return connect()
+    except errors as exc:
+        unavailable(f"{what} at {redact(url)}", exc)
 
 
 def with_params(url: str, **params: str) -> str:
@@ -42,11 +70,13 @@ def with_params(url: str, **params: str) -> str:
 @pytest.fixture
 def redis_store_url() -> Iterator[str]:
     prefix = f"msgkit-test:{uuid.uuid4().hex[:12]}:"
-    try:
+
+    def connect() -> redis.Redis:
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
         client.ping()
-    except (redis.RedisError, OSError) as exc:
-        unavailable(f"Redis at {redact(REDIS_URL)}", exc)
+        return client
+
+    client = connected("Redis", REDIS_URL, connect, stores.ensure_redis, (redis.RedisError, OSError))
     yield with_params(REDIS_URL, prefix=prefix)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
@@ -57,10 +87,9 @@ def redis_store_url() -> Iterator[str]:
 @pytest.fixture
 def postgres_store_url() -> Iterator[str]:
     table = f"dedup_test_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        unavailable(f"PostgreSQL at {redact(POSTGRES_URL)}", exc)
+    conn = connected("PostgreSQL", POSTGRES_URL,
+                     lambda: psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3),
+                     stores.ensure_postgres, (psycopg.Error,))
     yield with_params(POSTGRES_URL, table=table)
     with conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))

@@ -1,0 +1,322 @@
+"""A local Apache Kafka for tests and benchmarks: KRaft nodes (broker and controller in one
+process) run with `java` from the jars that Maven fetches once.
+
+`kafka-broker.pom.xml` beside this file pins the version. Its jars are copied into
+`<cache>/kafka-<version>/libs` (`$MSGKIT_CACHE_DIR`, else `$XDG_CACHE_HOME/msgkit`, else
+`~/.cache/msgkit`) and reused from there. Each `LocalKafka` formats fresh log directories
+in a temporary folder, listens on free loopback ports and deletes the folder on `stop()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from msgkit.errors import BrokerUnavailableError
+
+POM = Path(__file__).with_name("kafka-broker.pom.xml")
+MIN_JAVA = 17
+_FETCH_SECONDS = 900.0
+_START_SECONDS = 60.0
+
+# Settings that keep tests fast without changing what clients see: no delay before the
+# first rebalance, short sessions allowed, fewer partitions for the internal topics.
+TEST_SETTINGS = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "offsets.topic.num.partitions": "10",
+    "transaction.state.log.num.partitions": "10",
+}
+
+_LOG4J = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = out
+"""
+
+
+def kafka_version() -> str:
+    """The Kafka version the pom pins."""
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
+    assert found, f"{POM} names no kafka.version"
+    return found.group(1).strip()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MSGKIT_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "msgkit"
+
+
+def libs_dir() -> Path:
+    return cache_dir() / f"kafka-{kafka_version()}" / "libs"
+
+
+def cached_jars() -> Path | None:
+    """The jar folder when a complete fetch is cached, else None."""
+    libs = libs_dir()
+    return libs if (libs / ".complete").is_file() else None
+
+
+def java() -> str:
+    """The `java` to run (`$JAVA_HOME/bin/java` first); raises when there is none >= 17."""
+    home = os.environ.get("JAVA_HOME")
+    candidate = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not candidate or not os.access(candidate, os.X_OK):
+        raise BrokerUnavailableError(f"no java on PATH: Apache Kafka needs Java {MIN_JAVA}+ "
+                                     "(apt-get install openjdk-17-jre-headless)")
+    out = subprocess.run([candidate, "-version"], capture_output=True, text=True, timeout=30)
+    found = re.search(r'version "(\d+)', out.stderr + out.stdout)
+    if not found or int(found.group(1)) < MIN_JAVA:
+        raise BrokerUnavailableError(f"{candidate} is not Java {MIN_JAVA}+ ({out.stderr.strip()[:80]})")
+    return candidate
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fetch_jars() -> Path:
+    """The broker's jars, fetched by Maven into the cache unless already there."""
+    libs = cached_jars()
+    if libs is not None:
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerUnavailableError(
+            f"Kafka {kafka_version()}'s jars are not cached in {libs_dir()} and Maven is not "
+            "installed to fetch them (apt-get install maven)")
+    libs = libs_dir()
+    with _file_lock(libs.parent / ".fetch.lock"):
+        if cached_jars() is not None:  # another process fetched them meanwhile
+            return libs
+        partial = libs.with_name(f"libs.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        command = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                   f"-DoutputDirectory={partial}", "-DincludeScope=runtime"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=_FETCH_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise BrokerUnavailableError(
+                f"Maven did not fetch Kafka's jars within {_FETCH_SECONDS:.0f}s") from None
+        if done.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise BrokerUnavailableError(
+                f"Maven could not fetch Kafka {kafka_version()}: {(done.stdout + done.stderr)[-1500:]}")
+        (partial / ".complete").touch()
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+    return libs
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def random_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the thread that started it dies, so
+    a killed test run leaves no broker behind."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class KafkaNode:
+    """One KRaft node: its own ports, log directory and process."""
+
+    def __init__(self, kafka: LocalKafka, node_id: int) -> None:
+        self.kafka = kafka
+        self.node_id = node_id
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.dir = kafka.root / f"node-{node_id}"
+        self.data = self.dir / "data"
+        self.config = self.dir / "server.properties"
+        self.log = self.dir / "broker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        nodes = len(self.kafka.nodes)
+        replicas, min_isr = str(min(nodes, 3)), str(min(nodes - 1, 2) or 1)
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.kafka.voters,
+            "listeners": f"PLAINTEXT://{self.address},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.address}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data),
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            **TEST_SETTINGS,
+            **self.kafka.overrides,
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+
+    def _java(self, main: str, *args: str, heap: str) -> list[str]:
+        return [self.kafka.java, f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.kafka.log4j}",
+                "-cp", f"{self.kafka.libs}/*", main, *args]
+
+    def format(self) -> None:
+        command = self._java("kafka.tools.StorageTool", "format", "--cluster-id",
+                             self.kafka.cluster_id, "--config", str(self.config), heap="256m")
+        # The formatter needs no speed: stop the JIT early, which saves a second of start-up.
+        command.insert(1, "-XX:TieredStopAtLevel=1")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise BrokerUnavailableError(
+                f"formatting Kafka node {self.node_id} failed: {(done.stdout + done.stderr)[-1500:]}")
+
+    def start(self) -> None:
+        """Starts the process on the node's log directory (formatted or used before)."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.config), heap=self.kafka.heap),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if in_main_thread else None,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies as on a power cut; its log directory stays."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """A controlled shutdown (SIGTERM), killed when it takes longer than `timeout`."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, chars: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-chars:]
+        return ""
+
+
+class LocalKafka:
+    """Apache Kafka on loopback: `nodes` KRaft nodes, each broker and controller.
+
+    Internal and new topics get min(nodes, 3) replicas. `overrides` are extra
+    server.properties for every node."""
+
+    def __init__(self, nodes: int = 1, *, overrides: dict[str, str] | None = None,
+                 heap: str = "1g") -> None:
+        self.libs = fetch_jars()
+        self.java = java()
+        self.heap = heap
+        self.overrides = dict(overrides or {})
+        self.cluster_id = random_cluster_id()
+        self.root = Path(tempfile.mkdtemp(prefix="msgkit-kafka-"))
+        self.log4j = self.root / "log4j2.properties"
+        self.log4j.write_text(_LOG4J)
+        self.nodes: list[KafkaNode] = []
+        self.nodes = [KafkaNode(self, n) for n in range(1, nodes + 1)]
+        try:
+            for node in self.nodes:
+                node.write_config()
+                node.format()
+                node.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def voters(self) -> str:
+        return ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    def wait_ready(self, timeout: float = _START_SECONDS) -> None:
+        """Blocks until every running node answers metadata as a registered broker."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        want = {n.node_id for n in self.nodes if n.process is not None}
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.process is not None and not node.running:
+                    raise BrokerUnavailableError(
+                        f"Kafka node {node.node_id} exited ({node.process.returncode}):\n{node.tail()}")
+            try:
+                seen = set(admin.list_topics(timeout=1.0).brokers)
+                if want <= seen:
+                    return
+                last = f"brokers {sorted(seen)} of {sorted(want)} registered"
+            except KafkaException as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise BrokerUnavailableError(
+            f"Apache Kafka at {self.bootstrap} not ready after {timeout:.0f}s: {last}\n"
+            f"{self.nodes[0].tail()}")
+
+    def stop(self) -> None:
+        """Stops every node and deletes the log directories."""
+        for node in self.nodes:
+            node.kill()  # the data goes with them: no controlled shutdown needed
+        shutil.rmtree(self.root, ignore_errors=True)
