@@ -23,7 +23,7 @@ brokers: $(STAMP)
 	$(BIN)/python -m msgkit.testing.brokers up
 
 test: $(STAMP) brokers
-	$(BIN)/python -m pytest -q -p no:randomly
+	$(BIN)/python -m pytest -q -p no:randomly -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
