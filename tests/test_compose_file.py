@@ -5,7 +5,7 @@ from typing import Any
 
 import yaml
 
-from msgkit_kafka.local_kafka import kafka_version
+from msgkit_kafka.kafka_jars import kafka_version
 
 COMPOSE = Path(__file__).parent.parent / "docker-compose.yml"
 

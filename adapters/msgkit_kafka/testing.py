@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing.brokers import TestBroker
-from msgkit_kafka.local_kafka import LocalKafka, cached_jars, fetch_jars, java, kafka_version
+from msgkit_kafka.kafka_jars import cached_jars, fetch_jars, java, kafka_version
+from msgkit_kafka.local_kafka import LocalKafka
 from msgkit_kafka.tansu import TANSU_QUERY, TANSU_WARNING, TansuProcess, tansu_binary
 
 # The local broker allows sessions down to 1 s (group.min.session.timeout.ms): a killed

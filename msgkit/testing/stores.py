@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from msgkit.errors import BrokerUnavailableError
@@ -96,21 +97,33 @@ def ensure_postgres() -> str:
     user = "postgres" if os.geteuid() == 0 else None
     data = _state_dir(f"msgkit-postgres-{bindir.parent.name}")
     if not (data / "PG_VERSION").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
-        if user is not None:
-            shutil.chown(data, user, user)
-        done = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                   "-E", "UTF8", user=user)
-        if done.returncode != 0:
-            raise BrokerUnavailableError(f"initdb failed: {(done.stdout + done.stderr)[-800:]}")
-    # Test data only: durability settings off for speed; the socket stays in the data folder.
-    options = (f"-c listen_addresses={_HOST} -p {_PG_PORT} -c unix_socket_directories={data} "
-               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    done = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
-               "-t", "60", "-o", options, "start", user=user, timeout=90)
+        _initdb(bindir, data, user)
+    done = _pg_start(bindir, data, user)
+    if done.returncode != 0:  # e.g. left broken by a killed run: the data is disposable
+        _initdb(bindir, data, user)
+        done = _pg_start(bindir, data, user)
     if done.returncode != 0 or not wait_port(_HOST, _PG_PORT, 30):
         raise BrokerUnavailableError(f"PostgreSQL did not start: {(done.stdout + done.stderr)[-500:]}; "
                                      f"see {data / 'server.log'}")
     _ensure_test_database()
     return f"started PostgreSQL ({data}) on {_HOST}:{_PG_PORT}"
+
+
+def _initdb(bindir: Path, data: Path, user: str | None) -> None:
+    """A fresh data directory: trust authentication for local connections, as tests expect."""
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    if user is not None:
+        shutil.chown(data, user, user)
+    done = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+               "-E", "UTF8", user=user)
+    if done.returncode != 0:
+        raise BrokerUnavailableError(f"initdb failed: {(done.stdout + done.stderr)[-800:]}")
+
+
+def _pg_start(bindir: Path, data: Path, user: str | None) -> subprocess.CompletedProcess[str]:
+    # Test data only: durability settings off for speed; the socket stays in the data folder.
+    options = (f"-c listen_addresses={_HOST} -p {_PG_PORT} -c unix_socket_directories={data} "
+               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    return run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
+               "-t", "60", "-o", options, "start", user=user, timeout=90)

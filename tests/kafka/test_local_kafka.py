@@ -14,7 +14,8 @@ from confluent_kafka.admin import AdminClient
 import msgkit
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing import Collector
-from msgkit_kafka.local_kafka import LocalKafka, fetch_jars, kafka_version
+from msgkit_kafka.kafka_jars import fetch_jars, kafka_version
+from msgkit_kafka.local_kafka import LocalKafka
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 
