@@ -28,6 +28,8 @@ from msgkit.url import URL
 pytestmark = pytest.mark.timeout(600)
 
 KILLS = int(os.environ.get("MSGKIT_CRASH_KILLS", "10"))
+RELAY_KILLS = max(KILLS, 25)
+"""Kafka's exactly-once relay is the proof of its transactions: more kills by default."""
 MESSAGES = 120
 GROUP = "crash"
 
@@ -166,7 +168,7 @@ async def test_kafka_transactions_relay_each_input_to_one_output_under_sigkill(
 
         await broker.consumer(output, group="verify", start="earliest").start(collect)
         ids, end = await _run_with_kills(
-            msgkit_url, unique_name, "exactly-once relay", KILLS,
+            msgkit_url, unique_name, "exactly-once relay", RELAY_KILLS,
             lambda kill_at, phase: ["relay", msgkit_url, unique_name, output, GROUP,
                                     str(kill_at), phase],
             lambda ids: all(received[i.encode()] for i in ids),

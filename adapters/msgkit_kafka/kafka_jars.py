@@ -53,7 +53,8 @@ def java() -> str:
     home = os.environ.get("JAVA_HOME")
     candidate = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not candidate or not os.access(candidate, os.X_OK):
-        raise BrokerUnavailableError(f"no java on PATH: Apache Kafka needs Java {MIN_JAVA}+ "
+        where = f"at {candidate} ($JAVA_HOME)" if home else "on PATH"
+        raise BrokerUnavailableError(f"no java {where}: Apache Kafka needs Java {MIN_JAVA}+ "
                                      "(apt-get install openjdk-17-jre-headless)")
     out = subprocess.run([candidate, "-version"], capture_output=True, text=True, timeout=30)
     found = re.search(r'version "(\d+)', out.stderr + out.stdout)
