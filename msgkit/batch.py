@@ -23,7 +23,7 @@ from typing import Any
 from msgkit.backend import Delivery, Subscription
 from msgkit.dispatch import Runner, cancelling_now
 from msgkit.failure import FailurePolicy
-from msgkit.handler import BatchHandler, Decode
+from msgkit.handler import BatchHandler, Decode, failure_of, guarded
 
 log = logging.getLogger("msgkit.consumer")
 
@@ -117,13 +117,17 @@ class BatchRunner(Runner):
         """The handler on `items`, then the policy's in-process retries on fresh input."""
         try:
             await self._handler(items)
-        except Exception as exc:
+        except BaseException as raised:
+            exc = failure_of(raised)  # a handler's own CancelledError fails its batch
             policy = self._failure
             if self._ack_first or not (policy.retries and policy.retryable(exc)):
-                raise
+                if exc is raised:
+                    raise
+                raise exc from raised
             log.info("batch handler failed on %d messages, retrying in process: %r",
                      len(deliveries), exc)
-            await policy.retry_in_process(lambda: self._handler(self._fresh(deliveries)))
+            await policy.retry_in_process(
+                lambda: guarded(lambda: self._handler(self._fresh(deliveries))))
 
     async def _one_by_one(self, deliveries: list[Delivery], exc: Exception) -> None:
         """Find the failing messages of a failed batch: each is tried and settled alone."""

@@ -25,7 +25,7 @@ from msgkit.dispatch import Dispatcher, Runner
 from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
-from msgkit.handler import Bound, Handler, adapt, adapt_batch
+from msgkit.handler import Bound, Handler, adapt, adapt_batch, failure_of, guarded
 from msgkit.message import Message, Outgoing
 from msgkit.outbox import OUTBOX
 
@@ -222,14 +222,17 @@ class Consumer:
             try:
                 await (self._handler(msg) if outbox is None  # type: ignore[misc]
                        else self._attempt(msg, outbox))
-            except Exception as exc:
+            except BaseException as raised:
+                exc = failure_of(raised)  # a handler's own CancelledError fails its message
                 # at-most-once never runs a handler twice, so no in-process retries there
                 if self._ack_first or not (self.failure.retries and self.failure.retryable(exc)):
-                    raise
+                    if exc is raised:
+                        raise
+                    raise exc from raised
                 log.info("handler failed on message %s, retrying in process: %r", msg.id, exc)
-                await self.failure.retry_in_process(
+                await self.failure.retry_in_process(lambda: guarded(
                     lambda: self._handler(msg) if outbox is None  # type: ignore[misc]
-                    else self._attempt(msg, outbox))
+                    else self._attempt(msg, outbox)))
             if outbox and not delivery.stale:  # a stale one is redone: its output with it
                 await self._publish_outbox(outbox)
         except asyncio.CancelledError:

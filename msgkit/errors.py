@@ -27,6 +27,13 @@ class HandlerError(ConfigurationError, TypeError):
     """The handler given to a consumer has the wrong shape."""
 
 
+class HandlerAbortedError(MsgkitError):
+    """The handler raised a `BaseException` that is not an `Exception`: its own
+    `asyncio.CancelledError` (an inner task it awaited was cancelled), `GeneratorExit`, or
+    another. It fails that message like any other exception (retried, then dead-lettered)
+    instead of stopping the consumer; the original is the `__cause__`."""
+
+
 class SerializationError(MsgkitError, TypeError):
     """A value or its headers cannot be turned into a message."""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
-from msgkit.errors import HandlerError
+from msgkit.dispatch import cancelling_now
+from msgkit.errors import HandlerAbortedError, HandlerError
 from msgkit.message import Message
 
 if TYPE_CHECKING:
@@ -49,6 +51,36 @@ def adapt(handler: Handler, make_context: Callable[[Message], Context]) -> Bound
     async def decoded_contextual(msg: Message) -> Any:
         return await handler(msg.decode(model), make_context(msg))
     return decoded_contextual
+
+
+def failure_of(raised: BaseException) -> Exception:
+    """The exception a handler raised, as a failure of its message(s).
+
+    Re-raises what must stop the consumer: its own cancellation (`stop()`, a cancelled
+    `run`), KeyboardInterrupt and SystemExit. A handler's own CancelledError or any other
+    BaseException becomes a `HandlerAbortedError`: it would otherwise end the worker with
+    its message unsettled, and the consumer would wait for that message forever."""
+    if isinstance(raised, Exception):
+        return raised
+    if isinstance(raised, (KeyboardInterrupt, SystemExit)) or (
+        isinstance(raised, asyncio.CancelledError) and cancelling_now()
+    ):
+        raise raised
+    detail = f": {raised}" if str(raised) else ""
+    return HandlerAbortedError(
+        f"the handler raised {type(raised).__name__}{detail} while its consumer was not "
+        "being cancelled; handled as a failure of the message")
+
+
+async def guarded(call: Callable[[], Awaitable[Any]]) -> None:
+    """`call()`, raising only `Exception`s or the consumer's own cancellation."""
+    try:
+        await call()
+    except BaseException as raised:
+        failure = failure_of(raised)
+        if failure is raised:
+            raise
+        raise failure from raised
 
 
 def adapt_batch(handler: Handler) -> tuple[BatchHandler, Decode | None]:

@@ -45,6 +45,36 @@ def quick(**changes: Any) -> msgkit.FailurePolicy:
 
 
 class FailureContract:
+    async def test_a_handler_raising_cancelled_error_or_generator_exit_fails_only_its_message(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        tries: Counter[bytes] = Counter()
+        good = Collector()
+
+        async def handler(msg: msgkit.Message) -> None:
+            tries[msg.value] += 1
+            if msg.value == b"cancelled":  # an inner task someone cancelled
+                inner = asyncio.ensure_future(asyncio.sleep(5))
+                inner.cancel()
+                await inner
+            if msg.value == b"generator-exit":
+                raise GeneratorExit
+            await good(msg)
+
+        dead = await dead_letters(msgkit_broker, unique_name, "g")
+        consumer = msgkit_broker.consumer(unique_name, group="g", failure=quick(retries=2, delays=()))
+        await consumer.start(handler)
+        producer = msgkit_broker.producer()
+        for value in (b"cancelled", b"generator-exit", b"after-1", b"after-2"):
+            await producer.send(unique_name, value, key="one-key")
+        await good.wait_for(2, timeout=WAIT)
+        letters = await dead.wait_for(2, timeout=WAIT)
+        assert sorted(m.value for m in letters) == [b"cancelled", b"generator-exit"]
+        assert {m.headers[h.DLQ_EXCEPTION_TYPE] for m in letters} == {"msgkit.errors.HandlerAbortedError"}
+        assert tries[b"cancelled"] == tries[b"generator-exit"] == 3, "1 try + 2 in-process retries"
+        await eventually(lambda: consumer.in_flight == 0, timeout=WAIT, message="nothing held")
+        await asyncio.wait_for(consumer.stop(), WAIT)
+
     async def test_in_process_retries_succeed_without_a_redelivery(
         self, msgkit_broker: msgkit.Broker, unique_name: str
     ) -> None:
