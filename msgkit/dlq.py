@@ -21,6 +21,10 @@ from msgkit.message import Message, Outgoing
 
 IDLE = 2.0
 """Seconds without a new dead letter after which a read ends."""
+FIRST_FETCH_GRACE = 3.0
+"""Added to `idle` for the first fetch only: a new group member's first records can take a
+while (on Apache Kafka with librdkafka's default fetch.wait.max.ms of 500 ms, 1.0 s after
+its join was measured), and that start-up is not a quiet dead-letter queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +119,14 @@ class DeadLetterQueue:
         spec = SubscriptionSpec(topic=self.dlq_topic, group=DLQ_GROUP, prefetch=500,
                                 start="earliest", guarantee=Guarantee.AT_LEAST_ONCE)
         subscription = await self.broker.backend.subscribe(spec)
+        wait = self.idle + FIRST_FETCH_GRACE
         try:
             while True:
                 try:
-                    batch = await asyncio.wait_for(subscription.fetch(500), self.idle)
+                    batch = await asyncio.wait_for(subscription.fetch(500), wait)
                 except TimeoutError:
                     return
+                wait = self.idle
                 if not batch:
                     return
                 for delivery in batch:

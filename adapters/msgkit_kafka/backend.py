@@ -16,7 +16,7 @@ from msgkit.backend import Backend, Capabilities, Publisher, Subscription, Subsc
 from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError
 from msgkit.guarantee import Guarantee
 from msgkit.url import URL
-from msgkit_kafka.config import ClientConfigs, Settings, native_only, split_options
+from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
 from msgkit_kafka.subscription import KafkaSubscription
 from msgkit_kafka.topics import Topics, retry_topic, validate_name
@@ -33,16 +33,11 @@ _PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition 
 RETRY_PRODUCER = {"linger.ms": 0}
 """For copies awaited one at a time (retry copies, dead letters): librdkafka's default 5 ms
 linger would cap one worker at ~200 of them per second."""
-CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 20, "fetch.wait.max.ms": 100}
+CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 20}
 """librdkafka stops fetching a partition whose local queue is over its thresholds and
 looks again only after fetch.queue.backoff.ms (1 s by default): a consumer slower than the
 broker drained the queue and then waited out the rest of that second (on Tansu, 128k msg/s
-with the default, 236k with 20 ms). msgkit bounds memory with its own buffer and pauses.
-
-librdkafka keeps one fetch per broker outstanding, and a fetch of idle partitions waits
-fetch.wait.max.ms (500 ms by default): a partition that becomes fetchable meanwhile (just
-assigned, reset, resumed, or a retry copy's partition) waits for that answer. On Apache
-Kafka a new member's first record came 1.0 s after its join with 500, 0.3 s with 100."""
+with the default, 236k with 20 ms). msgkit bounds memory with its own buffer and pauses."""
 
 
 class KafkaBackend(Backend):
@@ -91,7 +86,7 @@ class KafkaBackend(Backend):
         self._topics = Topics(admin, self.settings)
         quirks = self.settings.tansu_workarounds
         self._tansu = quirks in ("true", "1", "yes", "on") or (
-            quirks == "auto" and str(md.cluster_id or "").startswith("tansu")
+            quirks == "auto" and str(md.cluster_id or "").startswith(TANSU_CLUSTER_PREFIX)
         )
         log.debug("connected to Kafka cluster %s (%d brokers)", md.cluster_id, len(md.brokers))
 

@@ -22,6 +22,8 @@ log = logging.getLogger("msgkit.kafka")
 librdkafka_log = logging.getLogger("msgkit.kafka.librdkafka")
 
 KINDS = ("producer", "consumer", "admin")
+TANSU_CLUSTER_PREFIX = "tansu"
+"""Tansu's cluster ids start with this: how `tansu_workarounds=auto` recognises it."""
 _SECRET_WORDS = ("password", "secret", "oauthbearer.config", "key.pem", "token", "credential")
 # librdkafka properties without a dot: everything else dotless is ours or a typo.
 _DOTLESS_NATIVE = frozenset({

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -39,7 +40,9 @@ def cache_dir() -> Path:
 
 
 def libs_dir() -> Path:
-    return cache_dir() / f"kafka-{kafka_version()}" / "libs"
+    """Named by the version and a hash of the pom: a changed pom fetches anew."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:8]
+    return cache_dir() / f"kafka-{kafka_version()}-{digest}" / "libs"
 
 
 def cached_jars() -> Path | None:
@@ -88,8 +91,9 @@ def fetch_jars() -> Path:
     with _file_lock(libs.parent / ".fetch.lock"):
         if cached_jars() is not None:  # another process fetched them meanwhile
             return libs
+        for stale in libs.parent.glob("libs.partial-*"):  # left by a killed fetch
+            shutil.rmtree(stale, ignore_errors=True)
         partial = libs.with_name(f"libs.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
         command = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
                    f"-DoutputDirectory={partial}", "-DincludeScope=runtime"]
         try:

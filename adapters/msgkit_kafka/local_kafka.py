@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
+import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -22,6 +21,7 @@ from msgkit.errors import BrokerUnavailableError
 from msgkit_kafka.kafka_jars import fetch_jars, java
 
 _START_SECONDS = 60.0
+_ROOT_PREFIX = "msgkit-kafka-"
 
 # Settings that keep tests fast without changing what clients see: no delay before the
 # first rebalance, short sessions allowed, fewer partitions for the internal topics.
@@ -40,6 +40,9 @@ appender.out.layout.type = PatternLayout
 appender.out.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = warn
 rootLogger.appenderRef.out.ref = out
+# "Kafka version: ..." at start: says which broker ran.
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = info
 """
 
 
@@ -56,11 +59,22 @@ def random_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the thread that started it dies, so
-    a killed test run leaves no broker behind."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _with_parent(command: list[str]) -> list[str]:
+    """`command` run so that it is SIGKILLed when the thread starting it dies (util-linux
+    `setpriv --pdeathsig`), so that a killed test run leaves no broker behind. Only from
+    the main thread: a worker thread's exit would kill the broker with it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return command
+    return [setpriv, "--pdeathsig", "KILL", *command]
+
+
+def _sweep_stale_roots() -> None:
+    """Removes the folders of local brokers whose process is gone (a killed test run)."""
+    for root in Path(tempfile.gettempdir()).glob(f"{_ROOT_PREFIX}*"):
+        pid = root.name.removeprefix(_ROOT_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class KafkaNode:
@@ -132,12 +146,10 @@ class KafkaNode:
 
     def start(self) -> None:
         """Starts the process on the node's log directory (formatted or used before)."""
-        in_main_thread = threading.current_thread() is threading.main_thread()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.config), heap=self.kafka.heap),
+                _with_parent(self._java("kafka.Kafka", str(self.config), heap=self.kafka.heap)),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if in_main_thread else None,
             )
 
     @property
@@ -145,7 +157,8 @@ class KafkaNode:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: the node dies as on a power cut; its log directory stays."""
+        """SIGKILL: the process dies at once (the OS keeps what it had written); its log
+        directory stays for a restart."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(30)
@@ -178,7 +191,8 @@ class LocalKafka:
         self.heap = heap
         self.overrides = dict(overrides or {})
         self.cluster_id = random_cluster_id()
-        self.root = Path(tempfile.mkdtemp(prefix="msgkit-kafka-"))
+        _sweep_stale_roots()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-"))
         self.log4j = self.root / "log4j2.properties"
         self.log4j.write_text(_LOG4J)
         self.nodes: list[KafkaNode] = []

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import warnings
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing.brokers import TestBroker
+from msgkit.testing.system import apt_install, can_install
 from msgkit_kafka.kafka_jars import cached_jars, fetch_jars, java, kafka_version
 from msgkit_kafka.local_kafka import LocalKafka
 from msgkit_kafka.tansu import TANSU_QUERY, TANSU_WARNING, TansuProcess, tansu_binary
@@ -50,7 +52,8 @@ class KafkaTestBroker(TestBroker):
         url = os.environ.get(self.env_var or "")
         if url:
             if os.environ.get("CI") and is_tansu(url):
-                raise BrokerUnavailableError(f"${self.env_var} points at Tansu; CI needs Apache Kafka")
+                raise BrokerUnavailableError(f"${self.env_var} points at Tansu; CI needs Apache Kafka "
+                                             "(unset it to use the local Apache Kafka)")
             return with_query(url, KAFKA_QUERY)
         reasons = []
         try:
@@ -77,11 +80,13 @@ class KafkaTestBroker(TestBroker):
             from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
         except ImportError:
             raise BrokerUnavailableError("testcontainers is not installed") from None
+        # testcontainers' own Kafka image: its KafkaContainer drives that image's scripts.
+        self._container = container = KafkaContainer()
         try:
-            container = KafkaContainer(f"apache/kafka:{kafka_version()}").start()
+            container.start()
         except Exception as exc:
+            self.stop()
             raise BrokerUnavailableError(f"testcontainers could not start Kafka: {exc}") from exc
-        self._container = container
         return f"kafka://{container.get_bootstrap_server()}"
 
     def stop(self) -> None:
@@ -103,6 +108,8 @@ class KafkaTestBroker(TestBroker):
         if cached_jars() is not None:
             return f"Apache Kafka {version} starts with the tests (jars cached)"
         try:
+            if can_install() and not (shutil.which("java") and shutil.which("mvn")):
+                apt_install("default-jre-headless", "maven")  # Debian's default is Java 17+
             java()
             libs = fetch_jars()
         except BrokerUnavailableError as exc:
@@ -114,12 +121,17 @@ class KafkaTestBroker(TestBroker):
 
 def is_tansu(url: str, timeout: float = 10.0) -> bool:
     """Whether the broker at `url` is Tansu (its cluster id says so)."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     from msgkit.url import URL
-    from msgkit_kafka.config import split_options
+    from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, split_options
 
     parsed = URL.parse(url)
     _, configs = split_options(parsed, parsed.query)
     admin = AdminClient({k: v for k, v in configs.for_kind("admin").items() if k != "logger"})
-    return str(admin.list_topics(timeout=timeout).cluster_id or "").startswith("tansu")
+    try:
+        cluster_id = admin.list_topics(timeout=timeout).cluster_id
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"no Kafka metadata from {parsed.redacted}: {exc}") from None
+    return str(cluster_id or "").startswith(TANSU_CLUSTER_PREFIX)

@@ -15,11 +15,21 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from msgkit.errors import BrokerUnavailableError
 
 ENTRY_POINT_GROUP = "msgkit.test_brokers"
+
+
+def unavailable(text: str) -> NoReturn:
+    """A test's broker or store cannot be had: skip it, or fail it when `CI` is set (so a
+    missing service never passes silently)."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(text + " (CI is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(text)
 
 
 class TestBroker(ABC):

@@ -69,7 +69,8 @@ def _services_not_started() -> Iterator[None]:
 
 def apt_install(*packages: str) -> None:
     """Installs Debian packages (refreshing the package lists once if they are stale)."""
-    install = ("apt-get", "install", "-y", "-q", "--no-install-recommends", *packages)
+    install = ("apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q",
+               "--no-install-recommends", *packages)
     with _services_not_started():
         done = run(*install, timeout=900)
         if done.returncode != 0:

@@ -10,7 +10,6 @@ that still cannot be reached skips its tests, or fails them when `CI` is set.
 from __future__ import annotations
 
 import functools
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from psycopg import sql
 
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing import stores
+from msgkit.testing.brokers import unavailable
 from msgkit.testing.stores import POSTGRES_URL, REDIS_URL
 from msgkit.url import redact
 
@@ -41,11 +41,8 @@ def ensured(ensure: Callable[[], str]) -> str:
     return ""
 
 
-def unavailable(what: str, exc: BaseException | str) -> NoReturn:
-    text = f"{what} unavailable: {redact(str(exc))}"
-    if os.environ.get("CI"):
-        pytest.fail(text + " (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(text)
+def store_unavailable(what: str, exc: BaseException | str) -> NoReturn:
+    unavailable(f"{what} unavailable: {redact(str(exc))}")
 
 
 def connected(what: str, url: str, connect: Callable[[], T], ensure: Callable[[], str],
@@ -56,11 +53,11 @@ def connected(what: str, url: str, connect: Callable[[], T], ensure: Callable[[]
     except errors:
         why_not = ensured(ensure)
     if why_not:
-        unavailable(f"{what} at {redact(url)}", why_not)
+        store_unavailable(f"{what} at {redact(url)}", why_not)
     try:
         return connect()
     except errors as exc:
-        unavailable(f"{what} at {redact(url)}", exc)
+        store_unavailable(f"{what} at {redact(url)}", exc)
 
 
 def with_params(url: str, **params: str) -> str:

@@ -9,10 +9,12 @@ from msgkit_kafka import testing
 
 
 def _no_local_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse() -> None:
+    """Neither Java nor Docker here."""
+    def refuse(*args: object) -> None:
         raise BrokerUnavailableError("no java on PATH")
 
     monkeypatch.setattr(testing, "LocalKafka", refuse)
+    monkeypatch.setattr(testing.KafkaTestBroker, "_start_container", refuse)
     monkeypatch.delenv("MSGKIT_TEST_KAFKA_URL", raising=False)
 
 
@@ -39,6 +41,14 @@ def test_without_java_or_docker_tests_fall_back_to_tansu_with_a_warning(
         assert "consumer.session.timeout.ms=2000" in url
     finally:
         broker.stop()
+
+
+def test_ci_refuses_a_given_url_that_is_tansu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("MSGKIT_TEST_KAFKA_URL", "kafka://127.0.0.1:9092")
+    monkeypatch.setattr(testing, "is_tansu", lambda url: True)
+    with pytest.raises(BrokerUnavailableError, match="points at Tansu; CI needs Apache Kafka"):
+        testing.KafkaTestBroker().start()
 
 
 def test_a_given_url_is_used_as_is_with_sessions_every_broker_accepts(

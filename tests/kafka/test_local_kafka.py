@@ -1,12 +1,9 @@
 """The local Apache Kafka launcher itself: a three-node KRaft cluster replicates what msgkit
-sends, and the version it runs is the one the pom pins."""
+sends, and each node runs the version the pom pins."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
-from typing import NoReturn
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -14,23 +11,18 @@ from confluent_kafka.admin import AdminClient
 import msgkit
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing import Collector
-from msgkit_kafka.kafka_jars import fetch_jars, kafka_version
+from msgkit.testing.brokers import unavailable
+from msgkit_kafka.kafka_jars import kafka_version
 from msgkit_kafka.local_kafka import LocalKafka
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 
-def unavailable(exc: BrokerUnavailableError) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"no local Apache Kafka: {exc}", pytrace=False)
-    pytest.skip(f"no local Apache Kafka: {exc}")
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalKafka]:
     try:
         kafka = LocalKafka(nodes=3, heap="512m")
     except BrokerUnavailableError as exc:
-        unavailable(exc)
+        unavailable(f"no local Apache Kafka cluster: {exc}")
     yield kafka
     kafka.stop()
 
@@ -52,10 +44,6 @@ async def test_three_nodes_replicate_every_topic_msgkit_creates(
             assert sorted(partition.isrs) == [1, 2, 3], (name, partition.id)
 
 
-def test_the_cached_broker_is_the_pinned_version() -> None:
-    try:
-        libs = fetch_jars()
-    except BrokerUnavailableError as exc:
-        unavailable(exc)
-    [core] = [p.name for p in libs.glob("kafka_2.13-*.jar")]
-    assert re.fullmatch(rf"kafka_2\.13-{re.escape(kafka_version())}\.jar", core)
+def test_the_nodes_run_the_pinned_kafka_version(cluster: LocalKafka) -> None:
+    for node in cluster.nodes:
+        assert f"Kafka version: {kafka_version()}" in node.log.read_text(errors="replace"), node.node_id
