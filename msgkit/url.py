@@ -9,12 +9,19 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from msgkit.errors import InvalidURLError
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "key.pem", "apikey",
+                "api_key", "oauthbearer.config", "jaas")
+"""A setting or query parameter whose name contains one of these holds a secret."""
 _PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^\s/]*)(?=@)", re.I)
+_SECRET_PARAM = re.compile(
+    r"(?P<head>[?&;][^=&;\s'\"]*(?:" + "|".join(re.escape(w) for w in SECRET_WORDS)
+    + r")[^=&;\s'\"]*=)(?P<secret>[^&;\s'\"#]*)", re.I)
 
 
 def redact(text: str) -> str:
-    """Replaces every password inside URLs in `text` by `***`."""
-    return _PASSWORD.sub(r"\g<head>***", text)
+    """Replaces every password inside URLs in `text` by `***`: the one in `user:pw@` and
+    the value of every query parameter whose name says it is a secret."""
+    return _SECRET_PARAM.sub(r"\g<head>***", _PASSWORD.sub(r"\g<head>***", text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +79,6 @@ class URL:
 
     def __str__(self) -> str:
         return self.redacted
+
+    def __repr__(self) -> str:  # the query may hold secrets: show it redacted only
+        return f"URL({self.redacted!r})"

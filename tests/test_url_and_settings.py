@@ -21,6 +21,29 @@ def test_passwords_never_appear_in_redacted_forms() -> None:
     assert "hunter2" not in repr(msgkit.Settings(url="amqp://u:hunter2@h/"))
 
 
+@pytest.mark.parametrize("url", [
+    "kafka://k:9092?sasl.password=hunter2&acks=all",
+    "kafka://k:9092?acks=all&ssl.key.password=hunter2",
+    "kafka://k:9092?sasl.oauthbearer.client.secret=hunter2",
+    "amqp://h/?token=hunter2",
+    "postgresql://u@h/db?password=hunter2&sslmode=require",
+    "redis://h:6379/0?Password=hunter2",
+])
+def test_secret_query_parameters_are_redacted_and_the_rest_kept(url: str) -> None:
+    for text in (redact(url), URL.parse(url).redacted, repr(URL.parse(url)),
+                 redact(f"connecting to {url!r} failed")):
+        assert "hunter2" not in text and "***" in text
+    assert "acks=all" in redact("kafka://k:9092?acks=all&sasl.password=x")
+
+
+async def test_a_broker_shows_no_secret_of_its_url_anywhere(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    async with msgkit.connect("memory://secrets?token=hunter2") as broker:
+        shown = [repr(broker), str(broker.url), str(broker.backend.url)]
+    assert not [text for text in shown if "hunter2" in text]
+    assert "hunter2" not in caplog.text
+
+
 @pytest.mark.parametrize("bad", ["localhost:9092", "", "://x", "kafka://h:notaport"])
 def test_malformed_urls_raise_invalid_url_error(bad: str) -> None:
     with pytest.raises(msgkit.InvalidURLError):

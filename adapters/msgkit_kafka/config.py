@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from msgkit.errors import ConfigurationError
-from msgkit.url import URL
+from msgkit.url import SECRET_WORDS, URL
 
 log = logging.getLogger("msgkit.kafka")
 librdkafka_log = logging.getLogger("msgkit.kafka.librdkafka")
@@ -24,7 +24,6 @@ librdkafka_log = logging.getLogger("msgkit.kafka.librdkafka")
 KINDS = ("producer", "consumer", "admin")
 TANSU_CLUSTER_PREFIX = "tansu"
 """Tansu's cluster ids start with this: how `tansu_workarounds=auto` recognises it."""
-_SECRET_WORDS = ("password", "secret", "oauthbearer.config", "key.pem", "token", "credential")
 # librdkafka properties without a dot: everything else dotless is ours or a typo.
 _DOTLESS_NATIVE = frozenset({
     "acks", "debug", "retries", "partitioner", "logger", "error_cb", "stats_cb", "throttle_cb",
@@ -172,7 +171,7 @@ def redacted(conf: Mapping[str, Any]) -> dict[str, Any]:
     """`conf` fit for logs: secrets replaced by ***, callables by their names."""
     out: dict[str, Any] = {}
     for key, value in conf.items():
-        if any(word in key for word in _SECRET_WORDS):
+        if any(word in key.lower() for word in SECRET_WORDS):
             out[key] = "***"
         elif callable(value) or isinstance(value, logging.Logger):
             out[key] = getattr(value, "name", None) or getattr(value, "__name__", repr(value))
