@@ -32,7 +32,7 @@ def adapt(handler: Handler, make_context: Callable[[Message], Context]) -> Bound
             f"handler {_name(handler)!r} takes {len(params)} positional parameters; "
             "it takes the message, and optionally a msgkit.Context"
         )
-    hints = _hints(handler)
+    hints = _hints(handler, params[0].name)
     model = hints.get(params[0].name, Message)
     decode = _decodes(model)
     with_context = len(params) == 2
@@ -93,7 +93,7 @@ def adapt_batch(handler: Handler) -> tuple[BatchHandler, Decode | None]:
             f"batch handler {_name(handler)!r} takes {len(params)} positional parameters; "
             "it takes one: the list of messages"
         )
-    hint = _hints(handler).get(params[0].name, list)
+    hint = _hints(handler, params[0].name).get(params[0].name, list)
     if get_origin(hint) not in (list, Sequence, Iterable) and hint not in (list, Any):
         raise HandlerError(
             f"batch handler {_name(handler)!r} is annotated {hint!r}; a batch handler "
@@ -120,13 +120,27 @@ def _positional(handler: Handler, shape: str) -> list[inspect.Parameter]:
     ]
 
 
-def _hints(handler: Handler) -> dict[str, Any]:
+def _hints(handler: Handler, message_param: str) -> dict[str, Any]:
+    """The handler's resolved annotations. One that cannot be resolved on another parameter
+    (`ctx: Context` imported under TYPE_CHECKING) is left out; on the message parameter it
+    is an error: the handler would get a raw Message where it expects a model."""
     # an async callable object keeps its annotations on __call__
     target = handler if inspect.isroutine(handler) else getattr(handler, "__call__", handler)  # noqa: B004
     try:
         return get_type_hints(target)
-    except Exception:  # unresolvable annotations: treat as untyped
-        return {}
+    except Exception as exc:
+        raw = getattr(target, "__annotations__", {}).get(message_param)
+        if not isinstance(raw, str):
+            return {} if raw is None else {message_param: raw}
+        try:
+            return {message_param: eval(raw, getattr(target, "__globals__", {}))}
+        except Exception:
+            raise HandlerError(
+                f"handler {_name(handler)!r}: the annotation {raw!r} of parameter "
+                f"{message_param!r} cannot be resolved ({type(exc).__name__}: {exc}); define "
+                "or import it at module level (not only under TYPE_CHECKING), or annotate "
+                "the parameter msgkit.Message"
+            ) from None
 
 
 def _name(handler: Handler) -> str:

@@ -132,3 +132,26 @@ async def test_decorated_subscribers_run_under_serve(unique_name: str) -> None:
     await asyncio.gather(serving, return_exceptions=True)
     await broker.close()
     assert broker.consumer_count == 0
+
+
+async def test_a_message_annotation_that_cannot_be_resolved_fails_at_start(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    async def handle(order: "LocalOrder") -> None:  # type: ignore[name-defined]  # noqa: F821
+        raise AssertionError("never called")
+
+    with pytest.raises(msgkit.HandlerError, match=r"'LocalOrder' of parameter 'order' cannot be resolved"):
+        await memory_broker.consumer(unique_name, group="g").start(handle)
+
+
+async def test_an_unresolvable_context_annotation_is_fine(
+    memory_broker: msgkit.Broker, unique_name: str
+) -> None:
+    got: list[Order] = []
+
+    async def handle(order: Order, ctx: "ContextOnlyForTypeCheckers") -> None:  # type: ignore[name-defined]  # noqa: F821
+        got.append(order)
+
+    await memory_broker.consumer(unique_name, group="g").start(handle)
+    await memory_broker.producer().send(unique_name, Order(id=7))
+    await eventually(lambda: got == [Order(id=7)])
