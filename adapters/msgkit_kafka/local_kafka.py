@@ -10,6 +10,7 @@ import base64
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -47,8 +48,6 @@ logger.appinfo.level = info
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -130,7 +129,7 @@ class KafkaNode:
         """Starts formatting the log directory; `formatted` waits for it."""
         command = self._java("kafka.tools.StorageTool", "format", "--cluster-id",
                              self.kafka.cluster_id, "--config", str(self.config), heap="256m")
-        # The formatter needs no speed: stop the JIT early, which saves a second of start-up.
+        # The formatter runs once and briefly: the JIT's top tier would only cost start-up.
         command.insert(1, "-XX:TieredStopAtLevel=1")
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True)
