@@ -42,7 +42,7 @@ def check_headers(headers: Mapping[Any, Any]) -> dict[str, str]:
             raise SerializationError(
                 f"header {name!r}: {value!r} is not str -> str; convert names and values to str"
             )
-        if name.startswith(h.PREFIX):
+        if name.lower().startswith(h.PREFIX):  # HTTP-style names are case-insensitive
             raise SerializationError(
                 f"header {name!r} uses msgkit's reserved prefix {h.PREFIX!r}; rename it"
             )

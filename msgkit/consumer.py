@@ -312,7 +312,8 @@ class Consumer:
                     **self._broker.backend.single_send_options,
                 )
             await self._dead_letters.publish_raw((out,))
-        log.error("message %s dead-lettered to %r after %d attempts", msg.id, topic, msg.attempt)
+        log.error("message %s dead-lettered to %r after %d attempt%s", msg.id, topic, msg.attempt,
+                  "" if msg.attempt == 1 else "s")
 
     def _context(self, msg: Message) -> Context:
         return Context(msg, self.group, self._context_producer())

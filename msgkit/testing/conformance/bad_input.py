@@ -35,7 +35,8 @@ class BadInputContract:
         with pytest.raises(msgkit.SerializationError, match="send"):
             await msgkit_broker.producer().send(unique_name, value)
 
-    @pytest.mark.parametrize("headers", [{"n": 1}, {2: "x"}, {"msgkit-id": "forged"}, ["a"]])
+    @pytest.mark.parametrize(
+        "headers", [{"n": 1}, {2: "x"}, {"msgkit-id": "forged"}, {"MsgKit-Attempt": "9"}, ["a"]])
     async def test_bad_headers_are_rejected(
         self, msgkit_broker: msgkit.Broker, unique_name: str, headers: Any
     ) -> None:
