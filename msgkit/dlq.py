@@ -8,6 +8,7 @@ goes back when the read ends, so listing never removes anything.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,8 +20,13 @@ from msgkit.failure import dead_letter_topic
 from msgkit.guarantee import Guarantee
 from msgkit.message import Message, Outgoing
 
+log = logging.getLogger("msgkit.dlq")
+
 IDLE = 2.0
 """Seconds without a new dead letter after which a read ends."""
+READ_AT_ONCE = 65_535
+"""The most dead letters one read takes: it holds what it does not settle (listing settles
+none), so this is its prefetch, AMQP's largest. A read that reaches it stops and says so."""
 FIRST_FETCH_GRACE = 3.0
 """Added to `idle` for the first fetch only: a new group member's first records can take a
 while (on Apache Kafka with librdkafka's default fetch.wait.max.ms of 500 ms, 1.0 s after
@@ -116,10 +122,11 @@ class DeadLetterQueue:
     async def _read(self, act: Callable[[Delivery], Awaitable[bool]]) -> None:
         """Feed every dead letter to `act` until idle (or `act` says stop); give back the rest."""
         self.broker.validate_topic(self.dlq_topic)
-        spec = SubscriptionSpec(topic=self.dlq_topic, group=DLQ_GROUP, prefetch=500,
+        spec = SubscriptionSpec(topic=self.dlq_topic, group=DLQ_GROUP, prefetch=READ_AT_ONCE,
                                 start="earliest", guarantee=Guarantee.AT_LEAST_ONCE)
         subscription = await self.broker.backend.subscribe(spec)
         wait = self.idle + FIRST_FETCH_GRACE
+        held = 0
         try:
             while True:
                 try:
@@ -131,6 +138,12 @@ class DeadLetterQueue:
                     return
                 for delivery in batch:
                     if await act(delivery):
+                        return
+                    held += 1
+                    if held >= READ_AT_ONCE:
+                        log.warning("read %d dead letters of %r at once, the most one read "
+                                    "holds; read again after a replay or purge for the rest",
+                                    held, self.dlq_topic)
                         return
         finally:
             await subscription.close()

@@ -98,3 +98,28 @@ async def test_dead_letters_say_where_the_broker_kept_the_message(
     if scheme == "amqp":
         assert dead.headers[f"{h.DLQ_PREFIX}exchange"] == unique_name
         assert dead.headers[f"{h.DLQ_PREFIX}routing-key"] == "a"
+
+
+async def test_reads_take_every_dead_letter_not_a_prefetch_worth(
+    msgkit_broker: msgkit.Broker, unique_name: str
+) -> None:
+    letters = 1200  # more than one fetch, and than the 500 a read used to stop at
+
+    async def fail(msg: msgkit.Message) -> None:
+        raise KeyError(msg.value) if int(msg.value) % 100 == 0 else ValueError(msg.value)
+
+    await msgkit_broker.consumer(unique_name, group="g", prefetch=500,
+                                 failure=msgkit.FailurePolicy(delays=())).start(fail)
+    await msgkit_broker.producer().send_many(unique_name, [f"{n}" for n in range(letters)])
+    dlq = DeadLetterQueue(msgkit_broker, unique_name, "g", idle=1.0)
+    listed = 0
+
+    async def all_listed() -> None:  # dead-lettering takes a while: list until all are in
+        nonlocal listed
+        while listed < letters:
+            listed = len(await dlq.messages())
+
+    await asyncio.wait_for(all_listed(), 90)
+    assert listed == letters
+    # A filtered purge holds what it leaves: past 500 of those it must go on.
+    assert await dlq.purge(where=Filter(exception_type="KeyError")) == letters // 100
