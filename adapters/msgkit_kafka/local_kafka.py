@@ -47,15 +47,25 @@ logger.appinfo.level = info
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(taken: set[int] | None = None) -> int:
+    """A loopback port free now, and not in `taken` (the ports a cluster already chose)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if taken is None or port not in taken:
+            if taken is not None:
+                taken.add(port)
+            return port
 
 
 def random_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id as `kafka-storage random-uuid` makes one: never starting with "-",
+    which the tools' argument parser would take for an option (1 in 64 would)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _with_parent(command: list[str]) -> list[str]:
@@ -82,8 +92,8 @@ class KafkaNode:
     def __init__(self, kafka: LocalKafka, node_id: int) -> None:
         self.kafka = kafka
         self.node_id = node_id
-        self.port = free_port()
-        self.controller_port = free_port()
+        self.port = free_port(kafka.ports)
+        self.controller_port = free_port(kafka.ports)
         self.dir = kafka.root / f"node-{node_id}"
         self.data = self.dir / "data"
         self.config = self.dir / "server.properties"
@@ -194,6 +204,7 @@ class LocalKafka:
         self.root = Path(tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-"))
         self.log4j = self.root / "log4j2.properties"
         self.log4j.write_text(_LOG4J)
+        self.ports: set[int] = set()
         self.nodes: list[KafkaNode] = []
         self.nodes = [KafkaNode(self, n) for n in range(1, nodes + 1)]
         try:

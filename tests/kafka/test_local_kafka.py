@@ -13,7 +13,7 @@ from msgkit.errors import BrokerUnavailableError
 from msgkit.testing import Collector
 from msgkit.testing.brokers import unavailable
 from msgkit_kafka.kafka_jars import kafka_version
-from msgkit_kafka.local_kafka import LocalKafka
+from msgkit_kafka.local_kafka import LocalKafka, random_cluster_id
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 
@@ -47,3 +47,9 @@ async def test_three_nodes_replicate_every_topic_msgkit_creates(
 def test_the_nodes_run_the_pinned_kafka_version(cluster: LocalKafka) -> None:
     for node in cluster.nodes:
         assert f"Kafka version: {kafka_version()}" in node.log.read_text(errors="replace"), node.node_id
+
+
+def test_cluster_ids_never_look_like_an_option_to_the_storage_tool() -> None:
+    ids = [random_cluster_id() for _ in range(2000)]  # about 31 would start with "-" by chance
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
