@@ -21,6 +21,9 @@ Rules every backend keeps (the conformance suite in `msgkit.testing.conformance`
   cancellation-safe: a cancelled fetch takes no message.
 - `redeliver` is at-least-once: the message is durable for its next attempt before the
   current delivery is released. The new delivery carries `attempt + 1` and the given headers.
+- Fidelity: keys, values, header values and properties reach the handler, copies and dead
+  letters as the producer gave them, byte for byte (`bytes` where they are not UTF-8 text;
+  never decoded with replacement).
 - Nothing blocks the event loop: blocking client calls go to a thread.
 """
 
@@ -33,7 +36,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from msgkit.guarantee import Guarantee
-from msgkit.message import Message, Outgoing
+from msgkit.message import Headers, Message, Outgoing
 from msgkit.url import URL
 
 StartFrom = Literal["earliest", "latest"]
@@ -56,6 +59,9 @@ class Capabilities:
     """A new group with start="earliest" receives messages published before it existed."""
     delayed_redelivery: bool = True
     """`redeliver(delay=...)` waits without blocking the messages behind it."""
+    repeated_headers: bool = False
+    """A header name may occur more than once on one message (Kafka); elsewhere sending one
+    twice is refused with `SerializationError`."""
     transactions: bool = False
     """Publishes and consumed offsets commit atomically (exactly-once on the broker): an
     EXACTLY_ONCE subscription offers `transactional_publisher()`, and an EXACTLY_ONCE
@@ -90,12 +96,14 @@ class Delivery(ABC):
         """The message is done for this group; it will not come back."""
 
     @abstractmethod
-    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         """Bring the message back to this group after `delay` seconds, with `attempt + 1`.
 
         `headers` replaces the message's headers on the new copy (the core has already
-        merged them). The copy must be stored by the broker before this delivery is
-        released; if storing fails, raise and leave this delivery unacknowledged.
+        merged them); the copy keeps the message's key, value, properties and every header
+        byte for byte, repeated and null ones included. The copy must be stored by the
+        broker before this delivery is released; if storing fails, raise and leave this
+        delivery unacknowledged.
         """
 
     @property

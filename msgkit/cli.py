@@ -60,9 +60,19 @@ def _run(url: str | None, work: Callable[[msgkit.Broker], Awaitable[T]]) -> T:
 
 
 def _when(value: str | None) -> str:
-    if not value:
-        return "-"
-    return dt.datetime.fromtimestamp(float(value), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(float(value or ""), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return value or "-"
+
+
+def _shown(value: object) -> str:
+    """A key or header value for the terminal: text as it is, anything else as its repr
+    (bytes stay visibly bytes, never decoded with replacement)."""
+    return value if isinstance(value, str) else repr(value)
+
+
+_TIMES = (h.FIRST_FAILURE_AT, h.DLQ_LAST_FAILURE_AT)
 
 
 @dlq_app.command("list")
@@ -73,30 +83,45 @@ def list_(topic: Topic, group: Group, url: Url = None, exception: Exc = None, ke
     where = _filter(exception, key, since, until)
     found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(where=where, limit=limit))
     table = Table(title=f"dead letters of {topic} / {group}: {len(found)}")
-    for column in ("id", "key", "attempts", "last failure (UTC)", "exception"):
+    table.add_column("id", overflow="fold", no_wrap=False)  # whole: `show` takes it
+    for column in ("key", "attempts", "last failure (UTC)", "exception"):
         table.add_column(column)
     for msg in found:
-        table.add_row(msg.id, msg.key or "-", msg.headers.get(h.DLQ_ATTEMPTS, "?"),
-                      _when(msg.headers.get(h.DLQ_LAST_FAILURE_AT)),
-                      f"{msg.headers.get(h.DLQ_EXCEPTION_TYPE, '?')}: "
-                      f"{msg.headers.get(h.DLQ_EXCEPTION_MESSAGE, '')[:80]}")
+        table.add_row(msg.id, "-" if msg.key is None else _shown(msg.key),
+                      msg.header(h.DLQ_ATTEMPTS) or "?",
+                      _when(msg.header(h.DLQ_LAST_FAILURE_AT)),
+                      f"{msg.header(h.DLQ_EXCEPTION_TYPE) or '?'}: "
+                      f"{(msg.header(h.DLQ_EXCEPTION_MESSAGE) or '')[:80]}")
     console.print(table)
 
 
 @dlq_app.command()
-def show(topic: Topic, group: Group, message_id: str, url: Url = None) -> None:
+def show(topic: Topic, group: Group,
+         message_id: Annotated[str, typer.Argument(help="The id, or its first characters.")],
+         url: Url = None) -> None:
     """Show one dead letter: headers, traceback and payload."""
     found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages())
-    match = [m for m in found if m.id == message_id]
-    if not match:
-        console.print(f"[red]no dead letter {message_id} in {topic} / {group}[/red]")
+    match = [m for m in found if m.id == message_id] or \
+        [m for m in found if m.id.startswith(message_id)]
+    if len(match) != 1:
+        what = "no dead letter" if not match else f"{len(match)} dead letters match"
+        console.print(f"[red]{what} {message_id!r} in {topic} / {group}[/red]")
         raise typer.Exit(1)
     msg = match[0]
-    for name, value in sorted(msg.headers.items()):
+    console.print(f"[bold]id[/bold]: {msg.id}")
+    console.print(f"[bold]key[/bold]: {'-' if msg.key is None else _shown(msg.key)}")
+    for name, value in msg.headers.items():
         if name != h.DLQ_TRACEBACK:
-            console.print(f"[bold]{name}[/bold]: {value}")
-    console.print("[bold]traceback[/bold]:\n" + msg.headers.get(h.DLQ_TRACEBACK, "-"))
-    console.print("[bold]payload[/bold]: " + msg.value[:2000].decode(errors="replace"))
+            shown = _when(value) + " UTC" if name in _TIMES and isinstance(value, str) else _shown(value)
+            console.print(f"[bold]{name}[/bold]: {shown}", markup=True, highlight=False)
+    for name, value in msg.properties.items():
+        console.print(f"[bold]({name})[/bold]: {_shown(value)}", highlight=False)
+    console.print("[bold]traceback[/bold]:\n" + (msg.header(h.DLQ_TRACEBACK) or "-"))
+    try:
+        payload = msg.value[:2000].decode()
+    except UnicodeDecodeError:
+        payload = repr(msg.value[:2000])
+    console.print("[bold]payload[/bold]: " + payload, highlight=False, markup=False)
 
 
 @dlq_app.command()

@@ -26,7 +26,7 @@ from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt, adapt_batch, failure_of, guarded
-from msgkit.message import Message, Outgoing
+from msgkit.message import Headers, Message, Outgoing
 from msgkit.outbox import OUTBOX
 
 if TYPE_CHECKING:
@@ -296,13 +296,14 @@ class Consumer:
                           "stopped; left unacknowledged", msg.id)
 
     def _dead_letter_for(self, delivery: Delivery) -> DeadLetterPublish:
-        async def publish(topic: str, msg: Message, headers: Mapping[str, str]) -> None:
+        async def publish(topic: str, msg: Message, headers: Headers) -> None:
             if not delivery.stale:  # else the broker hands it out again: no dead letter now
                 await self._dead_letter(topic, msg, headers)
         return publish
 
-    async def _dead_letter(self, topic: str, msg: Message, headers: Mapping[str, str]) -> None:
-        out = Outgoing(topic, msg.value, msg.key, dict(headers), msg.id, time.time())
+    async def _dead_letter(self, topic: str, msg: Message, headers: Headers) -> None:
+        # Stamped now, not with the message's time: Kafka's retention counts from it.
+        out = Outgoing(topic, msg.value, msg.key, headers, msg.id, time.time(), msg.properties)
         if self._transaction is not None:  # commits with the input's acknowledgement
             await self._transaction.publish((out,))
         else:

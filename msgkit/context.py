@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from msgkit.message import Message
+from msgkit.codec import SendHeaders
+from msgkit.message import Key, Message
 from msgkit.outbox import OUTBOX, derived_key
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ class Context:
         topic: str,
         value: object,
         *,
-        key: str | None = None,
-        headers: dict[str, str] | None = None,
+        key: Key | None = None,
+        headers: SendHeaders | None = None,
         idempotency_key: str | None = None,
     ) -> str:
         outbox = OUTBOX.get()

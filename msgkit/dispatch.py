@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from msgkit.backend import Delivery, Subscription
+from msgkit.message import Key
 
 
 class Runner(ABC):
@@ -53,7 +54,7 @@ class Dispatcher(Runner):
         # finished message cost a task per message.
         self._refill = max(1, min(prefetch // 2, prefetch - concurrency))
         self._ready: deque[Delivery] = deque()
-        self._chains: dict[str, deque[Delivery]] = {}  # key -> later deliveries of that key
+        self._chains: dict[Key, deque[Delivery]] = {}  # key -> later deliveries of that key
         self._idle: deque[asyncio.Future[None]] = deque()
         self._room: asyncio.Future[None] | None = None
         self._drained = asyncio.Event()
@@ -181,7 +182,7 @@ class Dispatcher(Runner):
                 else:
                     delivery = None
 
-    def _next_of_key(self, key: str) -> Delivery | None:
+    def _next_of_key(self, key: Key) -> Delivery | None:
         chain = self._chains[key]
         if chain:
             return chain.popleft()

@@ -18,7 +18,7 @@ from msgkit.broker import Broker
 from msgkit.consumer import DLQ_GROUP
 from msgkit.failure import dead_letter_topic
 from msgkit.guarantee import Guarantee
-from msgkit.message import Message, Outgoing
+from msgkit.message import HeaderValue, Key, Message, Outgoing, merged, text_of
 
 log = logging.getLogger("msgkit.dlq")
 
@@ -39,17 +39,20 @@ class Filter:
 
     exception_type: str | None = None
     """A substring of the exception's dotted type name, e.g. `TimeoutError`."""
-    key: str | None = None
+    key: Key | None = None
+    """The key, as text or bytes (bytes match a text key with the same UTF-8)."""
     failed_after: float | None = None
     failed_before: float | None = None
     """Bounds on the last failure time, in seconds since the epoch."""
 
     def __call__(self, msg: Message) -> bool:
-        if self.exception_type and self.exception_type not in msg.headers.get(h.DLQ_EXCEPTION_TYPE, ""):
+        if self.exception_type and self.exception_type not in (
+                text_of(msg.headers.get(h.DLQ_EXCEPTION_TYPE)) or ""):
             return False
-        if self.key is not None and msg.key != self.key:
+        key = self.key
+        if key is not None and msg.key_bytes != (key.encode() if isinstance(key, str) else key):
             return False
-        failed = float(msg.headers.get(h.DLQ_LAST_FAILURE_AT, "0") or 0)
+        failed = _seconds(msg.headers.get(h.DLQ_LAST_FAILURE_AT))
         if self.failed_after is not None and failed < self.failed_after:
             return False
         return not (self.failed_before is not None and failed > self.failed_before)
@@ -150,7 +153,14 @@ class DeadLetterQueue:
 
 
 def replay_copy(dead: Message, topic: str) -> Outgoing:
-    """The dead letter as it was first sent: same id, key, value and headers, attempt 1."""
-    headers = {k: v for k, v in dead.headers.items()
-               if k not in (h.ATTEMPT, h.FIRST_FAILURE_AT) and not k.startswith(h.DLQ_PREFIX)}
-    return Outgoing(topic, dead.value, dead.key, headers, dead.id, dead.timestamp)
+    """The dead letter as it was first sent: same id, key, value, headers (in order, repeated
+    and null ones too) and properties, attempt 1."""
+    headers = merged(dead.headers, {}, drop=(h.ATTEMPT, h.FIRST_FAILURE_AT), drop_prefix=h.DLQ_PREFIX)
+    return Outgoing(topic, dead.value, dead.key, headers, dead.id, dead.timestamp, dead.properties)
+
+
+def _seconds(value: HeaderValue) -> float:
+    try:
+        return float(text_of(value) or 0)
+    except ValueError:
+        return 0.0

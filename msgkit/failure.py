@@ -29,7 +29,7 @@ from tenacity import (
 from msgkit import headers as h
 from msgkit.backend import Delivery
 from msgkit.errors import DecodeError
-from msgkit.message import Message
+from msgkit.message import Headers, HeaderValue, Message, merged, text_of
 
 log = logging.getLogger("msgkit.failure")
 
@@ -37,7 +37,7 @@ TRACEBACK_LIMIT = 4000
 SETTLE_WAIT_MAX = 5.0
 """Longest pause between tries to store a failed message's retry or dead-letter copy."""
 
-DeadLetterPublish = Callable[[str, Message, Mapping[str, str]], Awaitable[None]]
+DeadLetterPublish = Callable[[str, Message, Headers], Awaitable[None]]
 
 
 def dead_letter_topic(topic: str, group: str | None) -> str:
@@ -106,9 +106,12 @@ class FailurePolicy:
         later, or dead-letter."""
         msg = delivery.message
         now = f"{failed_at if failed_at is not None else time.time():.6f}"
-        first = msg.headers.get(h.FIRST_FAILURE_AT, now)
+        first = text_of(msg.headers.get(h.FIRST_FAILURE_AT)) or now
         if self.retryable(exc) and msg.attempt < self.deliveries:
-            headers = {**msg.headers, h.ATTEMPT: str(msg.attempt + 1), h.FIRST_FAILURE_AT: first}
+            # The id travels as a header: a foreign message's id (where the broker stored it)
+            # would otherwise change with each copy.
+            headers = merged(msg.headers, {h.MESSAGE_ID: msg.id, h.ATTEMPT: str(msg.attempt + 1),
+                                           h.FIRST_FAILURE_AT: first})
             step = min(msg.attempt - 1, len(self.delays) - 1)
             await delivery.redeliver(delay=self.delays[step] if self.delays else 0.0, headers=headers)
             return
@@ -147,12 +150,12 @@ async def until_settled(
 def dead_letter_headers(
     msg: Message, exc: BaseException, group: str | None, first_failure: str, now: str,
     origin: Mapping[str, str],
-) -> dict[str, str]:
-    """The message's own headers plus the failure's; earlier dead-letter headers are replaced."""
-    headers = {k: v for k, v in msg.headers.items()
-               if k != h.ATTEMPT and not k.startswith(h.DLQ_PREFIX)}
-    headers.update({f"{h.DLQ_PREFIX}{name}": value for name, value in origin.items()})
-    headers.update({
+) -> Headers:
+    """The message's own headers (in order, repeated and null ones too) plus the failure's;
+    earlier dead-letter headers are replaced."""
+    failure: dict[str, HeaderValue] = {f"{h.DLQ_PREFIX}{name}": value for name, value in origin.items()}
+    failure.update({
+        h.MESSAGE_ID: msg.id,
         h.FIRST_FAILURE_AT: first_failure,
         h.DLQ_ORIGINAL_TOPIC: msg.topic,
         h.DLQ_GROUP: group or "",
@@ -162,7 +165,7 @@ def dead_letter_headers(
         h.DLQ_ATTEMPTS: str(msg.attempt),
         h.DLQ_LAST_FAILURE_AT: now,
     })
-    return headers
+    return merged(msg.headers, failure, drop=(h.ATTEMPT,), drop_prefix=h.DLQ_PREFIX)
 
 
 def bounded(text: str, limit: int) -> str:

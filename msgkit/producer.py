@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from multidict import MultiDict
+
 from msgkit import headers as h
 from msgkit.backend import Publisher
-from msgkit.codec import check_headers, encode
-from msgkit.errors import ClosedError, SerializationError
+from msgkit.codec import SendHeaders, check_headers, check_key, encode
+from msgkit.errors import ClosedError
 from msgkit.guarantee import Guarantee
-from msgkit.message import Outgoing
+from msgkit.message import NO_PROPERTIES, Key, Outgoing
 
 if TYPE_CHECKING:
     from msgkit.broker import Broker
@@ -73,11 +75,14 @@ class Producer:
         topic: str,
         value: object,
         *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        key: Key | None = None,
+        headers: SendHeaders | None = None,
         idempotency_key: str | None = None,
     ) -> str:
-        """Send one message; `value` is bytes, str, a dict/list (JSON) or a pydantic model."""
+        """Send one message; `value` is bytes, str, a dict/list (JSON) or a pydantic model.
+
+        `key` and header values are text or bytes (header values may be None); a list of
+        (name, value) pairs sends a header name more than once (Kafka only keeps repeats)."""
         out = self.build(topic, value, key=key, headers=headers, idempotency_key=idempotency_key)
         await (self._publisher or await self._open()).publish((out,))
         return out.id
@@ -87,8 +92,8 @@ class Producer:
         topic: str,
         values: Iterable[V],
         *,
-        key: Callable[[V], str | None] | None = None,
-        headers: Mapping[str, str] | None = None,
+        key: Callable[[V], Key | None] | None = None,
+        headers: SendHeaders | None = None,
         idempotency_key: Callable[[V], str | None] | None = None,
     ) -> list[str]:
         """Send many messages pipelined (the client batches them); returns their ids in order.
@@ -105,8 +110,8 @@ class Producer:
         topic: str,
         value: object,
         *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        key: Key | None = None,
+        headers: SendHeaders | None = None,
         idempotency_key: str | None = None,
     ) -> Outgoing:
         """The message `send` would publish, encoded but not sent (for outboxes)."""
@@ -149,8 +154,8 @@ class Producer:
         self,
         topic: str,
         values: Iterable[V],
-        key: Callable[[V], str | None] | None,
-        headers: Mapping[str, str] | None,
+        key: Callable[[V], Key | None] | None,
+        headers: SendHeaders | None,
         idempotency_key: Callable[[V], str | None] | None,
     ) -> list[Outgoing]:
         """`values` as messages to `topic`; `key` and `idempotency_key` are functions of each.
@@ -168,12 +173,18 @@ class Producer:
         append = out.append
         for value in values:
             k = key(value) if key is not None else None
-            if k is not None and not isinstance(k, str):
-                raise SerializationError(f"key must be a str, not {type(k).__name__}")
+            if k is not None and type(k) is not str:
+                k = check_key(k)
             payload, content_type = (value, None) if type(value) is bytes else encode(value)
             message_id = new_message_id()
-            out_headers = {**user_headers, id_header: message_id} if user_headers \
-                else {id_header: message_id}
+            out_headers: Any
+            if not user_headers:
+                out_headers = {id_header: message_id}
+            elif type(user_headers) is dict:
+                out_headers = {**user_headers, id_header: message_id}
+            else:  # a name repeats: kept in order, as given
+                out_headers = MultiDict(user_headers)
+                out_headers[id_header] = message_id
             if content_type is not None:
                 out_headers[type_header] = content_type
             if idempotency_key is not None:
@@ -181,7 +192,8 @@ class Producer:
                 if ik is not None:
                     out_headers[key_header] = ik
             # What Outgoing(...) does, without its Python-level __new__ (a third of the cost)
-            append(_new_tuple(Outgoing, (topic, payload, k, out_headers, message_id, now)))
+            append(_new_tuple(Outgoing, (topic, payload, k, out_headers, message_id, now,
+                                         NO_PROPERTIES)))
         return out
 
     def _check_topic(self, topic: str) -> None:

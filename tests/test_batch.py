@@ -4,12 +4,12 @@ handed to the failure policy or left for the broker when a batch fails."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import msgkit
 from msgkit.backend import Delivery, Subscription
 from msgkit.batch import BatchRunner
-from msgkit.message import Message
+from msgkit.message import Headers, Message
 
 
 class Recorded(Delivery):
@@ -24,7 +24,7 @@ class Recorded(Delivery):
             raise ConnectionError("channel closed")
         self.acks += 1
 
-    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         raise AssertionError("the runner settles failures through `failed`")
 
     @property

@@ -2,18 +2,18 @@
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from msgkit.backend import Delivery, Subscription
 from msgkit.dispatch import Dispatcher
-from msgkit.message import Message
+from msgkit.message import Headers, Message
 from msgkit.testing import eventually
 
 
 class Settled(Delivery):
     async def ack(self) -> None: ...
 
-    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None: ...
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None: ...
 
 
 class Scripted(Subscription):
@@ -47,7 +47,7 @@ async def test_same_key_runs_in_order_and_never_concurrently() -> None:
     async def process(d: Delivery) -> None:
         nonlocal peak
         key = d.message.key
-        assert key is not None and key not in running
+        assert isinstance(key, str) and key not in running
         running.add(key)
         peak = max(peak, len(running))
         await asyncio.sleep(rng.random() / 1000)

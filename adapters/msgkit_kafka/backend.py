@@ -49,6 +49,7 @@ class KafkaBackend(Backend):
         redelivers_unacked=True,
         replay_from_start=True,
         delayed_redelivery=True,
+        repeated_headers=True,
         transactions=True,
     )
 

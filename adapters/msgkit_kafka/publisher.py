@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from multidict import MultiDict
 
 from msgkit.backend import Publisher
-from msgkit.errors import ConfigurationError, PublishError
+from msgkit.errors import ConfigurationError, PublishError, SerializationError
 from msgkit.guarantee import Guarantee
-from msgkit.message import Outgoing
+from msgkit.message import Key, Outgoing
 from msgkit_kafka.config import redacted
 from msgkit_kafka.topics import Topics, retry_topic, validate_name
 from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
@@ -203,7 +204,7 @@ class KafkaPublisher(Publisher):
         last_stamp: float | None = None
         millis = 0
         for start in range(0, len(messages), _YIELD_EVERY):
-            for i, (topic, value, key, headers, _, stamp) in enumerate(
+            for i, (topic, value, key, headers, _, stamp, _) in enumerate(
                 messages[start:start + _YIELD_EVERY], start
             ):
                 if topic is not last_topic:
@@ -213,16 +214,22 @@ class KafkaPublisher(Publisher):
                 if stamp is not last_stamp:
                     millis = int(stamp * 1000)
                     last_stamp = stamp
-                wire: Any = headers if type(headers) is dict else dict(headers)
+                # A multi-mapping (repeated names) goes as its list of pairs, in order.
+                wire: Any = headers if type(headers) is dict else list(headers.items())
                 try:
                     try:
                         produce(topic, value, key, ANY_PARTITION, report, None, millis, wire)
                     except BufferError:  # local queue full: wait for deliveries, never drop
                         await self._produce_when_room(topic, value, key, report, millis, wire)
-                except KafkaException as exc:
+                except (KafkaException, TypeError) as exc:
                     if self._confirm:
                         batch.future.add_done_callback(_retrieve)
                         batch.unsent(len(messages) - i)
+                    if isinstance(exc, TypeError):
+                        raise SerializationError(
+                            f"Kafka cannot carry a message for {topic!r}: {exc}; Kafka keys and "
+                            "header values are str, bytes or None"
+                        ) from exc
                     reason = exc.args[0].str() if exc.args else str(exc)
                     raise PublishError(
                         f"Kafka refused a message for {topic!r}: {reason}", reason=reason
@@ -241,7 +248,7 @@ class KafkaPublisher(Publisher):
                 batch.unsent(len(messages) - i)
             raise
 
-    async def _produce_when_room(self, topic: str, value: bytes, key: str | None,
+    async def _produce_when_room(self, topic: str, value: bytes, key: Key | None,
                                  report: Any, millis: int, headers: Any) -> None:
         while True:
             await self._native.room()
@@ -257,11 +264,11 @@ class KafkaPublisher(Publisher):
         validate_name(group)
         copies = []
         for out in messages:
-            headers = dict(out.headers)
+            headers = MultiDict(out.headers)
             headers[ORIGINAL_TOPIC] = out.topic
-            headers.pop(DUE_AT, None)
+            headers.popall(DUE_AT, None)
             copies.append(Outgoing(retry_topic(out.topic, group), out.value, out.key, headers,
-                                   out.id, out.timestamp))
+                                   out.id, out.timestamp, out.properties))
         await self.publish(copies)
 
     async def close(self) -> None:

@@ -20,12 +20,13 @@ from typing import Any
 
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
+from multidict import MultiDict
 
 from msgkit import headers as h
 from msgkit.backend import Delivery, Publisher, Subscription, SubscriptionSpec
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError, MsgkitError
 from msgkit.guarantee import Guarantee
-from msgkit.message import Message, Outgoing
+from msgkit.message import Headers, Message, Outgoing, text_of
 from msgkit_kafka.config import redacted
 from msgkit_kafka.offsets import Key, PartitionOffsets
 from msgkit_kafka.poller import Poller
@@ -58,7 +59,7 @@ class KafkaDelivery(Delivery):
     async def ack(self) -> None:
         self._sub.settle(self)
 
-    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         await self._sub.redeliver(self, delay, headers)
 
     @property
@@ -302,19 +303,20 @@ class KafkaSubscription(Subscription):
             self._wake()
         return True
 
-    async def redeliver(self, d: KafkaDelivery, delay: float, headers: Mapping[str, str]) -> None:
+    async def redeliver(self, d: KafkaDelivery, delay: float, headers: Headers) -> None:
         if d.settled:
             return
         msg = d.message
         if self._retry_publisher is not None and self._retry_topic is not None:
             # Stored in this group's retry topic before the original is released.
-            wire = dict(headers)
+            wire = MultiDict(headers)
             wire[ORIGINAL_TOPIC] = msg.topic
             wire[ORIGINAL_PARTITION], wire[ORIGINAL_OFFSET] = first_stored(msg.native)
             if delay > 0:
                 wire[DUE_AT] = f"{time.time() + delay:.6f}"
             await self._retry_publisher.publish(
-                (Outgoing(self._retry_topic, msg.value, msg.key, wire, msg.id, msg.timestamp),)
+                (Outgoing(self._retry_topic, msg.value, msg.key, wire, msg.id, msg.timestamp,
+                          msg.properties),)
             )
             self.settle(d)
             return
@@ -322,8 +324,8 @@ class KafkaSubscription(Subscription):
         d.settled = True
         self._unacked -= 1
         again = KafkaDelivery(
-            replace(msg, headers=dict(headers), attempt=msg.attempt + 1,
-                    idempotency_key=headers.get(h.IDEMPOTENCY_KEY)),
+            replace(msg, headers=MultiDict(headers), attempt=msg.attempt + 1,
+                    idempotency_key=text_of(headers.get(h.IDEMPOTENCY_KEY))),
             self, d.part, d.offset,
         )
         if delay > 0:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from multidict import MultiDict
+
 from msgkit.headers import ATTEMPT, IDEMPOTENCY_KEY, MESSAGE_ID
-from msgkit.message import Message, attempt_of
+from msgkit.message import (
+    NO_PROPERTIES,
+    Headers,
+    HeaderValue,
+    Key,
+    Message,
+    Properties,
+    attempt_of,
+    text_of,
+    text_or_bytes,
+)
 
 DUE_AT = "msgkit-kafka-due-at"
 """On a copy in a retry topic: epoch seconds before which it must not be handled."""
@@ -27,7 +39,7 @@ def first_stored(record: Any) -> tuple[str, str]:
     if record.topic().endswith(".retry"):
         for k, v in record.headers() or ():
             if k in found and v:
-                found[k] = v.decode()
+                found[k] = text_of(v) or ""
     return (found[ORIGINAL_PARTITION] or str(record.partition()),
             found[ORIGINAL_OFFSET] or str(record.offset()))
 
@@ -35,7 +47,7 @@ def first_stored(record: Any) -> tuple[str, str]:
 def due_at(record: Any) -> float:
     """The due time of a retry-topic record (0 when it has none)."""
     for k, v in record.headers() or ():
-        if k == DUE_AT and v:
+        if k == DUE_AT and v is not None:
             try:
                 return float(v)
             except ValueError:
@@ -51,14 +63,14 @@ def to_message(record: Any, retried: bool) -> Message:
         _HEADERS(msg, None)  # not decoded yet
         return msg
     headers = _headers(record)
-    topic: str = headers.get(ORIGINAL_TOPIC) or record.topic()
+    topic = text_of(headers.get(ORIGINAL_TOPIC)) or record.topic()
     for name in _INTERNAL:
-        headers.pop(name, None)
+        headers.popall(name, None)
     key = record.key()
     return Message.from_wire(
         topic,
         record.value() or b"",
-        key.decode("utf-8", "replace") if key is not None else None,
+        None if key is None else text_or_bytes(key),
         headers,
         timestamp=_timestamp(record),
         fallback_id="" if MESSAGE_ID in headers else _coordinates(record),
@@ -102,12 +114,12 @@ class KafkaMessage(Message):
         return self.native.value() or b""
 
     @property
-    def key(self) -> str | None:
+    def key(self) -> Key | None:
         key = self.native.key()
-        return key.decode("utf-8", "replace") if key is not None else None
+        return None if key is None else text_or_bytes(key)
 
     @property
-    def headers(self) -> Mapping[str, str]:
+    def headers(self) -> Headers:
         headers = _GET_HEADERS(self)
         if headers is None:
             headers = _headers(self.native)
@@ -116,15 +128,19 @@ class KafkaMessage(Message):
 
     @property
     def id(self) -> str:
-        return self.headers.get(MESSAGE_ID) or _coordinates(self.native)
+        return text_of(self.headers.get(MESSAGE_ID)) or _coordinates(self.native)
 
     @property
     def idempotency_key(self) -> str | None:
-        return self.headers.get(IDEMPOTENCY_KEY)
+        return text_of(self.headers.get(IDEMPOTENCY_KEY))
 
     @property
     def attempt(self) -> int:
         return attempt_of(self.headers.get(ATTEMPT))
+
+    @property
+    def properties(self) -> Properties:
+        return NO_PROPERTIES
 
     @property
     def timestamp(self) -> float:
@@ -136,12 +152,18 @@ class KafkaMessage(Message):
             return stamp
 
 
-def _headers(record: Any) -> dict[str, str]:
-    headers: dict[str, str] = {}
+def _headers(record: Any) -> MultiDict[HeaderValue]:
+    """The record's headers in order, repeated and null ones included; values as text when
+    they are UTF-8, else as the bytes themselves."""
+    headers: MultiDict[HeaderValue] = MultiDict()
     raw = record.headers()
     if raw:
+        add = headers.add
         for k, v in raw:  # a plain loop: a comprehension costs a function call (Python 3.11)
-            headers[k] = v.decode("utf-8", "replace") if v is not None else ""
+            if v is not None:
+                with contextlib.suppress(UnicodeDecodeError):
+                    v = v.decode()
+            add(k, v)
     return headers
 
 

@@ -22,7 +22,7 @@ from msgkit.backend import (
 )
 from msgkit.errors import ConfigurationError, ConsumerLostError, InvalidTopicError
 from msgkit.guarantee import Guarantee
-from msgkit.message import Message, Outgoing
+from msgkit.message import Headers, Message, Outgoing
 from msgkit_memory.hub import DEFAULT_RETENTION, GroupQueue, Hub, get_hub
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._~-]{1,249}$")
@@ -37,6 +37,7 @@ class MemoryBackend(Backend):
         redelivers_unacked=True,
         replay_from_start=True,
         delayed_redelivery=True,
+        repeated_headers=True,
     )
 
     def __init__(self, url: Any, options: Mapping[str, Any]) -> None:
@@ -120,10 +121,10 @@ class MemoryDelivery(Delivery):
     async def ack(self) -> None:
         self._sub.settle(self)
 
-    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         sub = self._sub
         if sub.settle(self):
-            sub.hub.redeliver(sub.topic, sub.queue_name, self.message, dict(headers), delay)
+            sub.hub.redeliver(sub.topic, sub.queue_name, self.message, headers, delay)
 
 
 class MemorySubscription(Subscription):

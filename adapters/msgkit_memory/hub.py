@@ -12,10 +12,12 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from multidict import MultiDict
+
 from msgkit import headers as h
 from msgkit.backend import StartFrom
 from msgkit.errors import PublishError
-from msgkit.message import Message, Outgoing
+from msgkit.message import Headers, Key, Message, Outgoing, text_of
 
 if TYPE_CHECKING:
     from msgkit_memory.backend import MemorySubscription
@@ -38,7 +40,7 @@ class GroupQueue:
 
     def __init__(self) -> None:
         self.ready: deque[Message] = deque()
-        self.chains: dict[str, deque[Message]] = {}
+        self.chains: dict[Key, deque[Message]] = {}
         self.waiters: deque[asyncio.Future[None]] = deque()
 
     def put(self, msg: Message) -> None:
@@ -172,11 +174,13 @@ class Hub:
             raise PublishError(f"publish to {out.topic!r} failed", reason="injected fault")
         headers = out.headers
         if h.ATTEMPT in headers:  # a copy that already failed elsewhere (replay, dead letter)
-            msg = Message.from_wire(out.topic, out.value, out.key, headers,
-                                    timestamp=out.timestamp, fallback_id=out.id)
+            msg = Message.from_wire(out.topic, out.value, out.key, MultiDict(headers),
+                                    timestamp=out.timestamp, fallback_id=out.id,
+                                    properties=out.properties)
         else:
             msg = Message(out.topic, out.value, out.key, headers, out.id,
-                          headers.get(h.IDEMPOTENCY_KEY), 1, out.timestamp)
+                          text_of(headers.get(h.IDEMPOTENCY_KEY)), 1, out.timestamp,
+                          out.properties)
         topic = self.topics.get(out.topic) or self.topic(out.topic)
         deliver = topic.append if group is None else topic.group(group).put
         if faults.delivery_delay:
@@ -184,10 +188,10 @@ class Hub:
         else:
             deliver(msg)
 
-    def redeliver(self, topic: str, group: str, msg: Message, headers: dict[str, str],
+    def redeliver(self, topic: str, group: str, msg: Message, headers: Headers,
                   delay: float) -> None:
-        again = replace(msg, headers=headers, attempt=msg.attempt + 1,
-                        idempotency_key=headers.get(h.IDEMPOTENCY_KEY))
+        again = replace(msg, headers=MultiDict(headers), attempt=msg.attempt + 1,
+                        idempotency_key=text_of(headers.get(h.IDEMPOTENCY_KEY)))
         queue = self.topic(topic).group(group)
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, queue.put, again)

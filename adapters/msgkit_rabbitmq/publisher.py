@@ -25,7 +25,7 @@ from aio_pika.exchange import ExchangeType
 
 from msgkit.backend import Publisher
 from msgkit.errors import PublishError
-from msgkit.message import Outgoing
+from msgkit.message import HeaderValue, Outgoing
 from msgkit_rabbitmq import topology, wire
 
 if TYPE_CHECKING:
@@ -58,11 +58,11 @@ async def underlay(channel: RobustChannel) -> aiormq.Channel:
     return cast(aiormq.Channel, await channel.get_underlay_channel())
 
 
-Route = Callable[[Outgoing], tuple[str, str, "str | None"]]
+Route = Callable[[Outgoing], tuple[str, str, "HeaderValue | None"]]
 """exchange, routing key, and the key header to add (None: the routing key is the key)."""
 
 
-def _to_topic(out: Outgoing) -> tuple[str, str, str | None]:
+def _to_topic(out: Outgoing) -> tuple[str, str, HeaderValue | None]:
     return (out.topic, *wire.routing_key(out.key))
 
 
@@ -102,7 +102,7 @@ class RabbitMQPublisher(Publisher):
         topology.validate(group)
         queues = {out.topic: topology.group_queue(out.topic, group) for out in messages}
 
-        def to_group(out: Outgoing) -> tuple[str, str, str | None]:
+        def to_group(out: Outgoing) -> tuple[str, str, HeaderValue | None]:
             return "", queues[out.topic], out.key
 
         await self._publish(messages, to_group, declare=False)

@@ -12,14 +12,13 @@ message never blocks the messages behind it in the group queue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import aiormq.exceptions as amqp_errors
 from aio_pika import RobustChannel
 
 from msgkit.errors import PublishError
-from msgkit.message import Message, Outgoing
+from msgkit.message import Headers, Message, Outgoing, merged
 from msgkit_rabbitmq import topology, wire
 from msgkit_rabbitmq.publisher import transient, underlay
 
@@ -36,13 +35,13 @@ class Redeliverer:
         self._declared: set[str] = set()
 
     async def send_copy(
-        self, queue: str, private: bool, msg: Message, delay: float, headers: Mapping[str, str]
+        self, queue: str, private: bool, msg: Message, delay: float, headers: Headers
     ) -> None:
         """Stores the copy (broker-confirmed) or raises, leaving the original unacked."""
         target, ms = topology.retry_queue(queue, delay) if delay > 0 else (queue, 0)
         exchange, routing_key = wire.first_route(msg.native)
-        copy = {**headers, wire.FIRST_EXCHANGE: exchange, wire.FIRST_ROUTING_KEY: routing_key}
-        out = Outgoing(msg.topic, msg.value, msg.key, copy, msg.id, msg.timestamp)
+        copy = merged(headers, {wire.FIRST_EXCHANGE: exchange, wire.FIRST_ROUTING_KEY: routing_key})
+        out = Outgoing(msg.topic, msg.value, msg.key, copy, msg.id, msg.timestamp, msg.properties)
         # The routing key of the copy is the queue name, so the key travels as a header.
         props = wire.properties(out, persistent=True, key_header=msg.key)
         deadline = asyncio.get_running_loop().time() + self._backend.settings.publish_timeout

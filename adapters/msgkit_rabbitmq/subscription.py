@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustQueue
 
 from msgkit.backend import Delivery, Subscription
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError
-from msgkit.message import Message
+from msgkit.message import Headers, Message
 from msgkit_rabbitmq import wire
 from msgkit_rabbitmq.acks import AckBatcher
 
@@ -74,7 +74,7 @@ class RabbitMQDelivery(Delivery):
             where["retry-queue"] = retry_queue
         return where
 
-    async def redeliver(self, *, delay: float = 0.0, headers: Mapping[str, str]) -> None:
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         sub = self._sub
         if self not in sub.unacked and not sub.closed:
             return  # settled already

@@ -87,10 +87,10 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
     while not dead:  # the dead-letter copy lands right after the last refusal
         dead = await dlq.messages()
     [poisoned] = dead
-    headers = poisoned.headers
-    ledger.dead_lettered.append(poisoned.key or poisoned.id)
-    ledger.log("dlq", f"{poisoned.key}: {headers[msgkit.headers.DLQ_EXCEPTION_TYPE].rsplit('.')[-1]}"
-                      f" after {headers[msgkit.headers.DLQ_ATTEMPTS]} attempts")
+    ledger.dead_lettered.append(str(poisoned.key or poisoned.id))
+    reason = (poisoned.header(msgkit.headers.DLQ_EXCEPTION_TYPE) or "?").rsplit(".")[-1]
+    attempts = poisoned.header(msgkit.headers.DLQ_ATTEMPTS)
+    ledger.log("dlq", f"{poisoned.key!s}: {reason} after {attempts} attempts")
 
     broken.clear()  # the mail server is back: replay the dead letter to the receipts group only
     moved = await dlq.replay()

@@ -99,7 +99,7 @@ async def test_settings_choose_the_store_and_redact_it(monkeypatch: pytest.Monke
 
 
 def test_key_is_idempotency_key_then_user_function_then_message_id() -> None:
-    by_order = Dedup(key=lambda m: m.headers.get("order"))
+    by_order = Dedup(key=lambda m: m.header("order"))
     plain = Dedup()
     with_key = Message("t", b"", headers={"order": "o-1"}, id="m-1", idempotency_key="pay-1")
     assert by_order.key_of(with_key) == plain.key_of(with_key) == "pay-1"

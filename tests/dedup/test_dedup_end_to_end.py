@@ -226,8 +226,8 @@ async def test_unreachable_store_dead_letters_without_running_the_handler(
         await msgkit_broker.consumer(dlq, group=DLQ_GROUP, start="earliest").start(dead)
         [msg] = await dead.wait_for(1, timeout=WAIT)
     assert not got.messages
-    assert msg.headers[msgkit.headers.DLQ_EXCEPTION_TYPE].endswith("StoreUnavailableError")
-    assert "s3cr3t" not in msg.headers[msgkit.headers.DLQ_EXCEPTION_MESSAGE]
+    assert (msg.header(msgkit.headers.DLQ_EXCEPTION_TYPE) or "").endswith("StoreUnavailableError")
+    assert "s3cr3t" not in (msg.header(msgkit.headers.DLQ_EXCEPTION_MESSAGE) or "")
 
 
 async def test_random_duplicates_under_concurrency_run_once_each(

@@ -84,7 +84,7 @@ def test_a_foreign_attempt_header_reads_as_the_first_attempt(attempt: str) -> No
 def test_a_lazy_message_behaves_as_a_frozen_message() -> None:
     msg = to_message(Record([(h.MESSAGE_ID, b"m-1")]), retried=False)
     again = dataclasses.replace(msg, attempt=2, value=b"changed")
-    assert (again.id, again.attempt, again.headers) == ("m-1", 2, {h.MESSAGE_ID: "m-1"})
+    assert (again.id, again.attempt, dict(again.headers)) == ("m-1", 2, {h.MESSAGE_ID: "m-1"})
     assert again.value == b"changed" and type(again) is Message, "a copy holds what was given"
     assert msg == to_message(Record([(h.MESSAGE_ID, b"m-1")]), retried=False)
     assert "id='m-1'" in repr(msg)

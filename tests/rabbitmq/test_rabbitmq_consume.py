@@ -103,6 +103,7 @@ async def test_per_key_order_option_uses_single_active_consumer(
         async def handle(msg: msgkit.Message) -> None:
             await asyncio.sleep(0.001 * (msg.json()["n"] % 3))
             assert msg.key is not None
+            assert isinstance(msg.key, str)
             seen.setdefault(msg.key, []).append(msg.json()["n"])
             by_member[member] += 1
         return handle

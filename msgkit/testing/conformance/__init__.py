@@ -17,6 +17,7 @@ skipped with that reason; everything else must pass. With the msgkit pytest plug
 from msgkit.testing.conformance.bad_input import BadInputContract
 from msgkit.testing.conformance.batches import BatchContract
 from msgkit.testing.conformance.failures import FailureContract
+from msgkit.testing.conformance.fidelity import FidelityContract
 from msgkit.testing.conformance.groups import GroupContract
 from msgkit.testing.conformance.guarantees import GuaranteeContract
 from msgkit.testing.conformance.lifecycle import LifecycleContract
@@ -31,6 +32,7 @@ class ConformanceSuite(
     OrderingContract,
     RedeliveryContract,
     FailureContract,
+    FidelityContract,
     LifecycleContract,
     BadInputContract,
     GuaranteeContract,
@@ -44,6 +46,7 @@ __all__ = [
     "BatchContract",
     "ConformanceSuite",
     "FailureContract",
+    "FidelityContract",
     "GroupContract",
     "GuaranteeContract",
     "LifecycleContract",

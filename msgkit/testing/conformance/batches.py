@@ -14,6 +14,7 @@ from pydantic import BaseModel
 import msgkit
 from msgkit import headers as h
 from msgkit.dedup import Dedup
+from msgkit.message import Key
 from msgkit.testing.collect import eventually
 from msgkit.testing.conformance.support import (
     WAIT,
@@ -60,7 +61,7 @@ class BatchContract:
                          message=f"{len(sent)} messages")
         assert Counter(m.id for m in got.done) == Counter(sent), "lost or repeated"
         assert all(1 <= len(call) <= 8 for call in got.calls)
-        per_key: dict[str | None, list[int]] = defaultdict(list)
+        per_key: dict[Key | None, list[int]] = defaultdict(list)
         for msg in got.done:
             per_key[msg.key].append(int(msg.value.split(b"-")[1]))
         assert all(order == sorted(order) for order in per_key.values()), per_key
