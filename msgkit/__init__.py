@@ -15,13 +15,14 @@ from msgkit.errors import (
     InvalidTopicError,
     InvalidURLError,
     MsgkitError,
+    NotFoundError,
     PublishError,
     SerializationError,
     UnknownBackendError,
 )
 from msgkit.failure import FailurePolicy, dead_letter_topic
 from msgkit.guarantee import Guarantee
-from msgkit.message import Message
+from msgkit.message import Headers, HeaderValue, Key, Message
 from msgkit.producer import Producer
 from msgkit.settings import Settings
 
@@ -38,10 +39,14 @@ __all__ = [
     "FailurePolicy",
     "Guarantee",
     "HandlerError",
+    "HeaderValue",
+    "Headers",
     "InvalidTopicError",
     "InvalidURLError",
+    "Key",
     "Message",
     "MsgkitError",
+    "NotFoundError",
     "Producer",
     "PublishError",
     "SerializationError",

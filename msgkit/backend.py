@@ -81,6 +81,9 @@ class SubscriptionSpec:
     guarantee: Guarantee
     options: Mapping[str, Any] = field(default_factory=dict)
     """Backend-native settings, passed through untouched."""
+    existing_only: bool = False
+    """Create nothing (topic, queue, retry topic): join only if the topic and the group's
+    queue already exist, else raise `NotFoundError` (read-only tools such as `msgkit dlq`)."""
 
 
 class Delivery(ABC):

@@ -12,13 +12,14 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 import msgkit
 from msgkit import headers as h
 from msgkit.dlq import DeadLetterQueue, Filter
-from msgkit.errors import MsgkitError
+from msgkit.errors import ConfigurationError, MsgkitError
 
 T = TypeVar("T")
 
@@ -50,12 +51,19 @@ def _filter(exception: str | None, key: str | None, since: dt.datetime | None,
 def _run(url: str | None, work: Callable[[msgkit.Broker], Awaitable[T]]) -> T:
     async def main() -> T:
         async with msgkit.connect(url) as broker:
+            if broker.backend.url.scheme == "memory":
+                raise ConfigurationError(
+                    f"{broker.url} keeps its dead letters inside the process that runs it; "
+                    "this command runs in another process and cannot see them. Read them with "
+                    "msgkit.dlq.DeadLetterQueue in that process, or give --url / MSGKIT_URL "
+                    "of a Kafka or RabbitMQ broker"
+                )
             return await work(broker)
 
     try:
         return asyncio.run(main())
     except MsgkitError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
 
 
@@ -81,7 +89,8 @@ def list_(topic: Topic, group: Group, url: Url = None, exception: Exc = None, ke
           limit: Annotated[int, typer.Option(help="At most this many.")] = 100) -> None:
     """List dead letters with their failure (they stay where they are)."""
     where = _filter(exception, key, since, until)
-    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(where=where, limit=limit))
+    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(
+        where=where, limit=limit, missing_ok=False))
     table = Table(title=f"dead letters of {topic} / {group}: {len(found)}")
     table.add_column("id", overflow="fold", no_wrap=False)  # whole: `show` takes it
     for column in ("key", "attempts", "last failure (UTC)", "exception"):
@@ -100,7 +109,7 @@ def show(topic: Topic, group: Group,
          message_id: Annotated[str, typer.Argument(help="The id, or its first characters.")],
          url: Url = None) -> None:
     """Show one dead letter: headers, traceback and payload."""
-    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages())
+    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(missing_ok=False))
     match = [m for m in found if m.id == message_id] or \
         [m for m in found if m.id.startswith(message_id)]
     if len(match) != 1:
@@ -132,8 +141,8 @@ def replay(topic: Topic, group: Group, url: Url = None, exception: Exc = None, k
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
         task = bar.add_task("replaying", total=None)
         moved = _run(url, lambda b: DeadLetterQueue(b, topic, group).replay(
-            where=where, progress=lambda m: bar.update(task, advance=1,
-                                                       description=f"replayed {m.id}")))
+            where=where, missing_ok=False,
+            progress=lambda m: bar.update(task, advance=1, description=f"replayed {m.id}")))
     console.print(f"replayed {moved} message(s) to {topic} for group {group}")
 
 
@@ -146,7 +155,8 @@ def purge(topic: Topic, group: Group, url: Url = None, exception: Exc = None, ke
     if not yes:
         typer.confirm(f"Delete the matching dead letters of {topic} / {group}?", abort=True)
     where = _filter(exception, key, since, until)
-    purged = _run(url, lambda b: DeadLetterQueue(b, topic, group).purge(where=where))
+    purged = _run(url, lambda b: DeadLetterQueue(b, topic, group).purge(
+        where=where, missing_ok=False))
     console.print(f"purged {purged} message(s)")
 
 

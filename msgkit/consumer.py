@@ -242,13 +242,22 @@ class Consumer:
                 await self._release(claim, msg)
             await self._failed(delivery, exc)
             return
-        try:
-            if claim is not None:
-                await claim.complete()
-            if not self._ack_first:
+        if claim is not None:
+            try:
+                # Its effect happened: held (and retried) until the store records that, so
+                # a later copy of it is skipped; released on stop, as a crash would.
+                await until_settled(claim.complete, stopping=lambda: self._stopping(delivery),
+                                    message_id=msg.id, action="mark as done")
+            except Exception:
+                log.exception("could not mark message %s as done before the consumer stopped; "
+                              "released to the broker, which delivers it again", msg.id)
+                return
+        if not self._ack_first:
+            try:
                 await delivery.ack()
-        except Exception:
-            log.exception("could not settle message %s; the broker will redeliver it", msg.id)
+            except Exception:
+                log.exception("could not acknowledge message %s; the broker will redeliver it",
+                              msg.id)
 
     async def _attempt(self, msg: Message, outbox: list[Outgoing]) -> None:
         """One exactly-once handler attempt: its sends collect in `outbox` (a failed
@@ -284,8 +293,7 @@ class Consumer:
             await until_settled(
                 lambda: self.failure.handle(delivery, exc, self.group,
                                             self._dead_letter_for(delivery), failed_at),
-                stopping=lambda: (self._dispatcher is None or self._dispatcher.stopping
-                                  or delivery.stale),
+                stopping=lambda: self._stopping(delivery),
                 message_id=msg.id,
             )
         except Exception:
@@ -294,6 +302,10 @@ class Consumer:
                 return
             log.exception("could not retry or dead-letter message %s before the consumer "
                           "stopped; left unacknowledged", msg.id)
+
+    def _stopping(self, delivery: Delivery) -> bool:
+        """Settling `delivery` should give up: the consumer stops or the broker took it back."""
+        return self._dispatcher is None or self._dispatcher.stopping or delivery.stale
 
     def _dead_letter_for(self, delivery: Delivery) -> DeadLetterPublish:
         async def publish(topic: str, msg: Message, headers: Headers) -> None:

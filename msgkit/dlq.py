@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from msgkit import headers as h
-from msgkit.backend import Delivery, SubscriptionSpec
+from msgkit.backend import Delivery, Subscription, SubscriptionSpec
 from msgkit.broker import Broker
 from msgkit.consumer import DLQ_GROUP
+from msgkit.errors import NotFoundError
 from msgkit.failure import dead_letter_topic
 from msgkit.guarantee import Guarantee
 from msgkit.message import HeaderValue, Key, Message, Outgoing, merged, text_of
@@ -24,6 +25,8 @@ log = logging.getLogger("msgkit.dlq")
 
 IDLE = 2.0
 """Seconds without a new dead letter after which a read ends."""
+MISSING_POLL = 0.2
+"""Seconds between looks for a dead-letter queue that does not exist yet."""
 READ_AT_ONCE = 65_535
 """The most dead letters one read takes: it holds what it does not settle (listing settles
 none), so this is its prefetch, AMQP's largest. A read that reaches it stops and says so."""
@@ -69,8 +72,13 @@ class DeadLetterQueue:
         self.dlq_topic = dlq_topic or dead_letter_topic(topic, group)
         self.idle = idle
 
-    async def messages(self, *, where: Filter = Filter(), limit: int | None = None) -> list[Message]:
-        """The dead letters that match, oldest first, left in place."""
+    async def messages(self, *, where: Filter = Filter(), limit: int | None = None,
+                       missing_ok: bool = True) -> list[Message]:
+        """The dead letters that match, oldest first, left in place.
+
+        Reading creates nothing on the broker. A dead-letter queue that does not exist yet
+        (nothing was ever dead-lettered there, or a name is wrong) reads as empty, or raises
+        `NotFoundError` with `missing_ok=False`; so do `replay` and `purge`."""
         found: list[Message] = []
 
         async def keep(delivery: Delivery) -> bool:
@@ -78,11 +86,12 @@ class DeadLetterQueue:
                 found.append(delivery.message)
             return limit is not None and len(found) >= limit
 
-        await self._read(keep)
+        await self._read(keep, missing_ok)
         return found
 
     async def replay(self, *, where: Filter = Filter(),
-                     progress: Callable[[Message], None] | None = None) -> int:
+                     progress: Callable[[Message], None] | None = None,
+                     missing_ok: bool = True) -> int:
         """Send matching dead letters back to the original topic for the original group only,
         attempts reset; each is removed once the broker confirmed its copy. Returns the count."""
         if self.group is None:
@@ -103,12 +112,12 @@ class DeadLetterQueue:
             return False
 
         try:
-            await self._read(move)
+            await self._read(move, missing_ok)
         finally:
             await publisher.close()
         return moved
 
-    async def purge(self, *, where: Filter = Filter()) -> int:
+    async def purge(self, *, where: Filter = Filter(), missing_ok: bool = True) -> int:
         """Delete matching dead letters for good. Returns the count."""
         purged = 0
 
@@ -119,15 +128,18 @@ class DeadLetterQueue:
                 purged += 1
             return False
 
-        await self._read(drop)
+        await self._read(drop, missing_ok)
         return purged
 
-    async def _read(self, act: Callable[[Delivery], Awaitable[bool]]) -> None:
+    async def _read(self, act: Callable[[Delivery], Awaitable[bool]], missing_ok: bool) -> None:
         """Feed every dead letter to `act` until idle (or `act` says stop); give back the rest."""
         self.broker.validate_topic(self.dlq_topic)
         spec = SubscriptionSpec(topic=self.dlq_topic, group=DLQ_GROUP, prefetch=READ_AT_ONCE,
-                                start="earliest", guarantee=Guarantee.AT_LEAST_ONCE)
-        subscription = await self.broker.backend.subscribe(spec)
+                                start="earliest", guarantee=Guarantee.AT_LEAST_ONCE,
+                                existing_only=True)
+        subscription = await self._subscribe(spec, missing_ok)
+        if subscription is None:
+            return
         wait = self.idle + FIRST_FETCH_GRACE
         held = 0
         try:
@@ -150,6 +162,24 @@ class DeadLetterQueue:
                         return
         finally:
             await subscription.close()
+
+
+    async def _subscribe(self, spec: SubscriptionSpec, missing_ok: bool) -> Subscription | None:
+        """The reader's subscription; None when the queue is still missing after `idle`
+        seconds of looking (a missing queue reads like an empty one, in the same time)."""
+        deadline = asyncio.get_running_loop().time() + self.idle
+        while True:
+            try:
+                return await self.broker.backend.subscribe(spec)
+            except NotFoundError as exc:
+                if not missing_ok:
+                    raise NotFoundError(
+                        f"no dead letters of {self.topic!r} / group {self.group!r}: {exc}. "
+                        "Nothing was dead-lettered there yet, or the topic or group name is wrong"
+                    ) from None
+                if asyncio.get_running_loop().time() >= deadline:
+                    return None
+                await asyncio.sleep(MISSING_POLL)
 
 
 def replay_copy(dead: Message, topic: str) -> Outgoing:

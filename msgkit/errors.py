@@ -53,6 +53,11 @@ class BrokerUnavailableError(MsgkitError, ConnectionError):
     """The broker cannot be reached (at start, or for longer than the allowed wait)."""
 
 
+class NotFoundError(MsgkitError, LookupError):
+    """What was asked for (a dead-letter queue, a topic a consumer may only join) does not
+    exist on the broker; msgkit created nothing."""
+
+
 class PublishError(MsgkitError):
     """The broker did not accept a message; `reason` carries the broker's words."""
 

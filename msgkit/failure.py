@@ -124,7 +124,8 @@ class FailurePolicy:
 
 
 async def until_settled(
-    settle: Callable[[], Awaitable[None]], *, stopping: Callable[[], bool], message_id: str
+    settle: Callable[[], Awaitable[None]], *, stopping: Callable[[], bool], message_id: str,
+    action: str = "retry or dead-letter",
 ) -> None:
     """Run `settle` until it succeeds, pausing 0.1 s doubling up to `SETTLE_WAIT_MAX` between
     tries. Re-raises its last error only once `stopping()` is true: a broker that refuses a
@@ -132,8 +133,8 @@ async def until_settled(
 
     def report(state: RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("could not retry or dead-letter message %s (try %d), trying again in "
-                    "%.1fs: %r", message_id, state.attempt_number, wait,
+        log.warning("could not %s message %s (try %d), trying again in %.1fs: %r",
+                    action, message_id, state.attempt_number, wait,
                     state.outcome.exception() if state.outcome else None)
 
     async for attempt in AsyncRetrying(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from multidict import MultiDict, MultiMapping
@@ -33,7 +32,31 @@ Properties: TypeAlias = Mapping[str, Any]
 `correlation_id`, `reply_to`, `type`, `app_id`, `content_type`, `content_encoding`,
 `priority`; none on Kafka). Carried unchanged to retry copies, dead letters
 and replays."""
-NO_PROPERTIES: Properties = MappingProxyType({})
+
+
+class _NoProperties(Mapping[str, Any]):
+    """The properties of a message without any: empty, immutable, one shared instance that
+    copies and pickles keep (a `MappingProxyType` cannot be pickled)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+    def __reduce__(self) -> str:
+        return "NO_PROPERTIES"  # pickled by name: the module's instance
+
+
+NO_PROPERTIES: Properties = _NoProperties()
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
 _new = object.__new__

@@ -1,4 +1,6 @@
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -130,8 +132,33 @@ async def test_decorated_subscribers_run_under_serve(unique_name: str) -> None:
     await eventually(lambda: orders == [Order(id=1)])
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
-    await broker.close()
-    assert broker.consumer_count == 0
+    assert broker.closed and broker.consumer_count == 0, "serve() closes the broker it ran"
+
+
+async def test_serve_stops_gracefully_on_sigterm(unique_name: str) -> None:
+    broker = msgkit.connect(f"memory://{unique_name}")
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[int] = []
+
+    @broker.subscriber("orders", group="payments")
+    async def charge(order: Order) -> None:
+        started.set()
+        await release.wait()
+        finished.append(order.id)
+
+    serving = asyncio.create_task(broker.serve())
+    await eventually(lambda: broker.consumer_count == 1)
+    await broker.producer().send("orders", Order(id=7))
+    await asyncio.wait_for(started.wait(), 10)
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "serve() took SIGTERM"
+    os.kill(os.getpid(), signal.SIGTERM)  # as `docker stop` / Kubernetes would
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not serving.done(), "serve() returned while a handler was still running"
+    release.set()  # the running handler finishes before serve() returns
+    await asyncio.wait_for(serving, 10)
+    assert finished == [7] and broker.closed
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the default handling is back"
 
 
 async def test_a_message_annotation_that_cannot_be_resolved_fails_at_start(

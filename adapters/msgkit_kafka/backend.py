@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
-from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError
+from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError, NotFoundError
 from msgkit.guarantee import Guarantee
 from msgkit.url import URL
 from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
@@ -125,7 +125,12 @@ class KafkaBackend(Backend):
         topics = self._require_topics()
         settings = self.settings.merged(spec.options)
         retry = retry_topic(spec.topic, spec.group) if spec.group is not None else None
-        await topics.ensure([spec.topic] + ([retry] if retry else []))
+        if spec.existing_only:
+            if not await topics.exists(spec.topic):
+                raise NotFoundError(f"Kafka topic {spec.topic!r} does not exist")
+            retry = None  # a reader that creates nothing redelivers nothing
+        else:
+            await topics.ensure([spec.topic] + ([retry] if retry else []))
         conf = {**CONSUMER_DEFAULTS, **self.configs.for_kind("consumer", spec.options)}
         conf["group.id"] = spec.group or f"msgkit-private-{uuid.uuid4().hex}"
         conf["enable.auto.commit"] = False

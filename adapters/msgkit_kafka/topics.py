@@ -58,6 +58,13 @@ class Topics:
                 await asyncio.to_thread(self._ensure, missing)
                 self.known.update(missing)
 
+    async def exists(self, name: str) -> bool:
+        """Whether topic `name` exists (asking never creates it)."""
+        if name in self.known:
+            return True
+        found = await asyncio.to_thread(self._existing, [name], self._settings.connect_timeout)
+        return name in found
+
     def partitions(self, topic: str) -> list[int]:
         """The partition ids of `topic` (blocking: call in a thread)."""
         md = self._admin.list_topics(topic, timeout=self._settings.connect_timeout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,7 +21,7 @@ from msgkit.backend import (
     Subscription,
     SubscriptionSpec,
 )
-from msgkit.errors import ConfigurationError, ConsumerLostError, InvalidTopicError
+from msgkit.errors import ConfigurationError, ConsumerLostError, InvalidTopicError, NotFoundError
 from msgkit.guarantee import Guarantee
 from msgkit.message import Headers, Message, Outgoing
 from msgkit_memory.hub import DEFAULT_RETENTION, GroupQueue, Hub, get_hub
@@ -68,6 +69,11 @@ class MemoryBackend(Backend):
         return MemoryPublisher(self.hub, guarantee, tuple(required_groups))
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        if spec.existing_only:
+            topic = self.hub.topics.get(spec.topic)
+            if topic is None or spec.group not in topic.groups:
+                raise NotFoundError(f"memory://{self.hub.name} has no topic {spec.topic!r} "
+                                    f"with group {spec.group!r} (in this process)")
         group = spec.group or self.hub.private_group()
         queue = self.hub.topic(spec.topic).group(group, spec.start)
         sub = MemorySubscription(self.hub, spec.topic, spec.group, group, queue, spec.prefetch)
@@ -139,46 +145,51 @@ class MemorySubscription(Subscription):
         self._queue = queue
         self._prefetch = prefetch
         self._unacked: dict[MemoryDelivery, None] = {}  # in fetch order
-        self._room: asyncio.Future[None] | None = None
+        self._inbox: deque[Message] = deque()  # pushed by the group, not fetched yet
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._lost = False
+        queue.join(self)
+
+    def room(self) -> int:
+        """How many more messages the group may push to this member."""
+        if self._closed or self._lost:
+            return 0
+        return self._prefetch - len(self._unacked) - len(self._inbox)
+
+    def push(self, msg: Message) -> None:
+        self._inbox.append(msg)
+        self._wake()
 
     async def fetch(self, max_messages: int) -> Sequence[Delivery]:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
+        inbox = self._inbox
         while True:
             if self._lost:
                 raise ConsumerLostError(f"consumer of {self.topic!r} was dropped (injected fault)")
             if self._closed:
                 return ()
-            room = min(max_messages, self._prefetch - len(self._unacked))
-            if room > 0 and queue.ready:
-                deliveries = [MemoryDelivery(m, self) for m in queue.take(room)]
+            if inbox:
+                # Pushed messages stay in the inbox until returned: a cancelled fetch takes none.
+                deliveries = [MemoryDelivery(inbox.popleft(), self)
+                              for _ in range(min(max_messages, len(inbox)))]
                 self._unacked.update(dict.fromkeys(deliveries))
                 return deliveries
-            waiter = loop.create_future()
-            if room > 0:
-                queue.waiters.append(waiter)
-            else:
-                self._room = waiter
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in queue.waiters:
-                    queue.waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    queue.wake()  # we were woken but take nothing: pass it on
-                raise
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def settle(self, delivery: MemoryDelivery) -> bool:
         """Marks a delivery done; False if it was no longer ours (closed or dropped)."""
         if delivery not in self._unacked:
             return False
         del self._unacked[delivery]
-        self._queue.release(delivery.message)
-        room = self._room
-        if room is not None and not room.done():
-            room.set_result(None)
+        queue = self._queue
+        queue.release(delivery.message)
+        queue.dispatch()  # this member has room again, and the key's next may be ready
         return True
 
     def drop(self) -> None:
@@ -193,13 +204,14 @@ class MemorySubscription(Subscription):
 
     def _give_back(self) -> None:
         self.hub.subscriptions.discard(self)
+        self._queue.leave(self)
         unacked, self._unacked = self._unacked, {}
-        if unacked:
-            again = [replace(d.message, attempt=d.message.attempt + 1) for d in unacked]
+        again = [replace(d.message, attempt=d.message.attempt + 1) for d in unacked]
+        again.extend(self._inbox)  # never handed out: same attempt
+        self._inbox.clear()
+        if again:
             self._queue.give_back(again)
-        for waiter in (*self._queue.waiters, self._room):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        self._wake()
 
     def describe(self) -> dict[str, Any]:
         return {"hub": self.hub.name, "group_queue": self.queue_name, "prefetch": self._prefetch}

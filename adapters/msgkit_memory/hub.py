@@ -1,7 +1,9 @@
 """The in-process broker: topics keep a bounded log; each group has a queue of its own.
 
 A group never hands out a message while an earlier one with the same key is unsettled,
-so per-key order holds across competing consumers (as Kafka's partitions give it).
+so per-key order holds across competing consumers (as Kafka's partitions give it). As
+RabbitMQ does, a group pushes its messages to its members one at a time in turn, each while
+it has room under its prefetch, so competing consumers share the load evenly.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ def get_hub(name: str, retention: int = DEFAULT_RETENTION) -> Hub:
 
 
 class GroupQueue:
-    """Messages waiting for one group, and the keys whose earlier message is still out."""
+    """Messages waiting for one group, its members, and the keys whose earlier message is
+    still out."""
 
     def __init__(self) -> None:
         self.ready: deque[Message] = deque()
         self.chains: dict[Key, deque[Message]] = {}
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.members: deque[MemorySubscription] = deque()
 
     def put(self, msg: Message) -> None:
         key = msg.key
@@ -52,13 +55,34 @@ class GroupQueue:
                 return
             self.chains[key] = deque()
         self.ready.append(msg)
-        self.wake()
+        self.dispatch()
 
     def give_back(self, msgs: list[Message]) -> None:
         """Unsettled messages of a closed or dropped subscription go first in line again.
         Their keys are still held, so later messages of those keys keep waiting behind them."""
         self.ready.extendleft(reversed(msgs))
-        self.wake()
+        self.dispatch()
+
+    def join(self, member: MemorySubscription) -> None:
+        self.members.append(member)
+        self.dispatch()
+
+    def leave(self, member: MemorySubscription) -> None:
+        if member in self.members:
+            self.members.remove(member)
+
+    def dispatch(self) -> None:
+        """Hand ready messages out one at a time, to the members in turn, while any has room."""
+        ready, members = self.ready, self.members
+        full = 0
+        while ready and full < len(members):
+            member = members[0]
+            members.rotate(-1)
+            if member.room() > 0:
+                member.push(ready.popleft())
+                full = 0
+            else:
+                full += 1
 
     def release(self, msg: Message) -> None:
         """`msg` is settled: the next message of its key may go out."""
@@ -70,27 +94,8 @@ class GroupQueue:
             return
         if chain:
             self.ready.append(chain.popleft())
-            self.wake()
         else:
             del self.chains[key]
-
-    def take(self, n: int) -> list[Message]:
-        ready = self.ready
-        if n >= len(ready):
-            taken = list(ready)
-            ready.clear()
-        else:
-            taken = [ready.popleft() for _ in range(n)]
-        if ready:
-            self.wake()
-        return taken
-
-    def wake(self) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
 
 class Topic:

@@ -41,7 +41,7 @@ from aio_pika.connection import make_url
 from aio_pika.exchange import ExchangeType
 
 from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
-from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError
+from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError, NotFoundError
 from msgkit.guarantee import Guarantee
 from msgkit.url import URL, redact
 from msgkit_rabbitmq import settings as opts
@@ -173,6 +173,8 @@ class RabbitMQBackend(Backend):
         channel = await self._channel(publisher_confirms=False)
         try:
             await channel.set_qos(prefetch_count=spec.prefetch)
+            if spec.existing_only:
+                return await self._join_existing(spec, name, channel)
             exchange = await channel.declare_exchange(
                 spec.topic, ExchangeType(self.settings.exchange_type), durable=True,
                 arguments=topology.exchange_arguments(self.settings),
@@ -201,6 +203,22 @@ class RabbitMQBackend(Backend):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(channel.close(), 5)
             raise
+
+    async def _join_existing(
+        self, spec: SubscriptionSpec, name: str, channel: RobustChannel
+    ) -> RabbitMQSubscription:
+        """Consume from queue `name` only if it exists (a passive declare creates nothing)."""
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except amqp_errors.ChannelNotFoundEntity:
+            raise NotFoundError(f"RabbitMQ has no queue {name!r}") from None
+        sub = RabbitMQSubscription(
+            self, spec.topic, name, private=False, channel=channel, prefetch=spec.prefetch,
+            ack_now=spec.guarantee is Guarantee.AT_MOST_ONCE,
+            describe={"url": self.url.redacted, "exchange": spec.topic, "queue": name},
+        )
+        await sub.start(queue, spec.options.get("consumer_arguments"))
+        return sub
 
     def group_arguments(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return topology.group_arguments(self.settings, self.server_major, extra)

@@ -74,11 +74,12 @@ class DedupClaim:
         self._settled = False
 
     async def complete(self) -> None:
-        """Mark the key done (a no-op after `complete_in`: the transaction did it)."""
+        """Mark the key done (a no-op after `complete_in`: the transaction did it). A call
+        that raised may be made again."""
         if self._settled:
             return
-        self._settled = True
         if self._in_transaction:
+            self._settled = True
             return
         dedup = self._dedup
         try:
@@ -93,6 +94,7 @@ class DedupClaim:
             )
             marked = await retrying(dedup.store.complete, self.scope, self.key, self.token,
                                     dedup.ttl)
+        self._settled = True
         if not marked:
             log.warning(
                 "idempotency key %r of %s/%s: the handler outlived its %ss lease and another "

@@ -22,6 +22,7 @@ from msgkit.dedup import (
     open_store,
 )
 from msgkit.dedup.conformance import unreachable_url_like
+from msgkit.dedup.deduplicator import COMPLETE_ATTEMPTS
 from msgkit.message import Message
 from msgkit.testing.collect import Collector, eventually
 from msgkit.testing.conformance.support import fast_retries, requires
@@ -211,6 +212,58 @@ async def test_store_outage_retries_the_message_instead_of_dropping_it(
     await store.close()
 
 
+async def test_a_failed_done_mark_is_retried_while_the_message_is_held_then_acknowledged(
+    msgkit_broker: msgkit.Broker, unique_name: str, redis_store_url: str
+) -> None:
+    requires(msgkit_broker, "redelivers_unacked")
+    store = open_store(redis_store_url)
+    outage = COMPLETE_ATTEMPTS + 3  # longer than the store's own quick retries
+    flaky = FlakyStore(store, complete_failures=outage)
+    got = Collector()
+    async with Dedup(flaky) as dedup:
+        consumer = msgkit_broker.consumer(unique_name, group="g", dedup=dedup)
+        await consumer.start(got)
+        await msgkit_broker.producer().send(unique_name, b"charge", idempotency_key="charge-1")
+        await got.wait_for(1, timeout=WAIT)
+        await eventually(lambda: consumer.in_flight == 0, timeout=WAIT,
+                         message="acknowledged once the store took the mark")
+        assert flaky.completes_failed == outage
+        await consumer.stop()
+        later = Watched(dedup)
+        again = msgkit_broker.consumer(unique_name, group="g", dedup=later)
+        await again.start(got)
+        await msgkit_broker.producer().send(unique_name, b"sentinel")
+        await got.wait_for(2, timeout=WAIT)
+        assert got.values == [b"charge", b"sentinel"] and not later.skipped, "it was acknowledged"
+        await again.stop()
+    await store.close()
+
+
+async def test_stopping_while_the_done_mark_fails_releases_the_message_at_once(
+    msgkit_broker: msgkit.Broker, unique_name: str, redis_store_url: str
+) -> None:
+    requires(msgkit_broker, "redelivers_unacked")
+    store = open_store(redis_store_url)
+    flaky = FlakyStore(store, complete_failures=1_000_000)
+    got = Collector()
+    async with Dedup(flaky, lease=1) as dedup:
+        consumer = msgkit_broker.consumer(unique_name, group="g", dedup=dedup)
+        await consumer.start(got)
+        await msgkit_broker.producer().send(unique_name, b"charge", idempotency_key="charge-1")
+        await got.wait_for(1, timeout=WAIT)
+        await eventually(lambda: flaky.completes_failed > COMPLETE_ATTEMPTS, timeout=WAIT,
+                         message="the mark is being retried")
+        assert consumer.in_flight == 1, "held while the mark is retried"
+        await asyncio.wait_for(consumer.stop(), 10)
+        flaky._complete_failures = 0  # the store is back
+        again = msgkit_broker.consumer(unique_name, group="g", dedup=dedup)
+        await again.start(got)
+        await got.wait_for(2, timeout=WAIT)  # released, not left on the channel
+        assert got.values == [b"charge", b"charge"]
+        await again.stop()
+    await store.close()
+
+
 async def test_unreachable_store_dead_letters_without_running_the_handler(
     msgkit_broker: msgkit.Broker, unique_name: str
 ) -> None:
@@ -259,12 +312,16 @@ async def test_random_duplicates_under_concurrency_run_once_each(
 
 
 class FlakyStore:
-    """A real store whose first `failures` claims fail as if it were unreachable."""
+    """A real store whose first `failures` claims and first `complete_failures` done-marks
+    fail as if it were unreachable."""
 
-    def __init__(self, store: IdempotencyStore, *, failures: int) -> None:
+    def __init__(self, store: IdempotencyStore, *, failures: int = 0,
+                 complete_failures: int = 0) -> None:
         self._store = store
         self._failures = failures
+        self._complete_failures = complete_failures
         self.failed = 0
+        self.completes_failed = 0
 
     async def claim(self, scope: Scope, key: str,
                     lease_s: float) -> ClaimResult:
@@ -274,6 +331,9 @@ class FlakyStore:
         return await self._store.claim(scope, key, lease_s)
 
     async def complete(self, scope: Scope, key: str, token: str, ttl_s: float) -> bool:
+        if self.completes_failed < self._complete_failures:
+            self.completes_failed += 1
+            raise StoreUnavailableError("store went away (injected)")
         return await self._store.complete(scope, key, token, ttl_s)
 
     async def release(self, scope: Scope, key: str, token: str) -> None:

@@ -14,7 +14,8 @@ from msgkit.testing import Collector
 
 KEY = b"\x00\x00\x00\x00\x07binkey\xff"
 VALUE = b"\x00\x00\x00\x00\x07\xff avro body"
-HEADERS = [("bin", b"\xff\xfe\x00"), ("none", None), ("dup", b"1"), ("dup", b"2"), ("txt", b"t")]
+HEADERS: list[tuple[str, str | bytes | None]] = [
+    ("bin", b"\xff\xfe\x00"), ("none", None), ("dup", b"1"), ("dup", b"2"), ("txt", b"t")]
 
 
 async def produce_foreign(kafka_url: str, topic: str) -> tuple[int, int]:
@@ -22,14 +23,16 @@ async def produce_foreign(kafka_url: str, topic: str) -> tuple[int, int]:
     would; its (partition, offset)."""
     producer = Producer({"bootstrap.servers": urlsplit(kafka_url).netloc, "log_level": 0,
                          "partitioner": "murmur2_random"})
-    stored: list[tuple[int, int]] = []
+    stored: list[tuple[int | None, int | None]] = []
     producer.produce(topic, VALUE, KEY, headers=HEADERS,
                      on_delivery=lambda err, rec: stored.append((rec.partition(), rec.offset())))
     assert await asyncio.to_thread(producer.flush, 20) == 0
-    return stored[0]
+    partition, offset = stored[0]
+    assert partition is not None and offset is not None
+    return partition, offset
 
 
-def raw_headers(msg: msgkit.Message) -> list[tuple[str, bytes | None]]:
+def raw_headers(msg: msgkit.Message) -> list[tuple[str, str | bytes | None]]:
     """The record's own headers, as on the wire, without msgkit's."""
     return [(k, v) for k, v in msg.native.headers() or () if not k.startswith("msgkit-")]
 

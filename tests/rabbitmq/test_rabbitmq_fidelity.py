@@ -15,7 +15,7 @@ from msgkit.dlq import DeadLetterQueue
 from msgkit.testing import Collector
 
 SENT_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-PROPERTIES = {"correlation_id": "corr-1", "reply_to": "billing.replies", "type": "order",
+PROPERTIES: dict[str, Any] = {"correlation_id": "corr-1", "reply_to": "billing.replies", "type": "order",
               "app_id": "billing-java", "content_type": "application/json",
               "content_encoding": "gzip", "priority": 5}
 HEADERS: dict[str, Any] = {
