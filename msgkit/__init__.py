@@ -6,6 +6,7 @@ from msgkit.broker import Broker, connect
 from msgkit.consumer import Consumer
 from msgkit.context import Context
 from msgkit.errors import (
+    AuthenticationError,
     BrokerUnavailableError,
     ClosedError,
     ConfigurationError,
@@ -27,6 +28,7 @@ from msgkit.producer import Producer
 from msgkit.settings import Settings
 
 __all__ = [
+    "AuthenticationError",
     "Broker",
     "BrokerUnavailableError",
     "Capabilities",

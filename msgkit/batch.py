@@ -16,7 +16,6 @@ fails alone, before the call.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -24,8 +23,9 @@ from msgkit.backend import Delivery, Subscription
 from msgkit.dispatch import Runner, cancelling_now
 from msgkit.failure import FailurePolicy
 from msgkit.handler import BatchHandler, Decode, failure_of, guarded
+from msgkit.logs import get_logger
 
-log = logging.getLogger("msgkit.consumer")
+log = get_logger("msgkit.consumer")
 
 Failed = Callable[[Delivery, Exception], Awaitable[None]]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -16,12 +15,13 @@ from msgkit.errors import ConfigurationError, InvalidTopicError
 from msgkit.failure import FailurePolicy
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Handler
+from msgkit.logs import get_logger
 from msgkit.producer import Producer
 from msgkit.registry import backend_class
 from msgkit.settings import Settings
 from msgkit.url import URL
 
-log = logging.getLogger("msgkit")
+log = get_logger("msgkit")
 
 
 def connect(url: str | None = None, *, settings: Settings | None = None, **options: Any) -> Broker:

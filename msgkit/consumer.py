@@ -12,7 +12,6 @@ place of the dispatcher and `_process`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt, adapt_batch, failure_of, guarded
+from msgkit.logs import get_logger
 from msgkit.message import Headers, Message, Outgoing
 from msgkit.outbox import OUTBOX
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from msgkit.broker import Broker
     from msgkit.producer import Producer
 
-log = logging.getLogger("msgkit.consumer")
+log = get_logger("msgkit.consumer")
 
 DEFAULT_PREFETCH = 128
 """Deliveries held at once by default. Each refill costs a task switch: on Kafka, 128

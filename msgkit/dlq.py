@@ -8,7 +8,6 @@ goes back when the read ends, so listing never removes anything.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,9 +18,10 @@ from msgkit.consumer import DLQ_GROUP
 from msgkit.errors import NotFoundError
 from msgkit.failure import dead_letter_topic
 from msgkit.guarantee import Guarantee
+from msgkit.logs import get_logger
 from msgkit.message import HeaderValue, Key, Message, Outgoing, merged, text_of
 
-log = logging.getLogger("msgkit.dlq")
+log = get_logger("msgkit.dlq")
 
 IDLE = 2.0
 """Seconds without a new dead letter after which a read ends."""

@@ -58,6 +58,11 @@ class NotFoundError(MsgkitError, LookupError):
     exist on the broker; msgkit created nothing."""
 
 
+class AuthenticationError(MsgkitError, PermissionError):
+    """The broker refused the credentials (or their access to the virtual host): final, not
+    retried; fix the user, password, mechanism or permissions."""
+
+
 class PublishError(MsgkitError):
     """The broker did not accept a message; `reason` carries the broker's words."""
 

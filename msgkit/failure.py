@@ -9,7 +9,7 @@ runs, and left unacknowledged for the broker to bring back when it stops.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,9 +29,11 @@ from tenacity import (
 from msgkit import headers as h
 from msgkit.backend import Delivery
 from msgkit.errors import DecodeError
+from msgkit.logs import get_logger
 from msgkit.message import Headers, HeaderValue, Message, merged, text_of
+from msgkit.url import redact
 
-log = logging.getLogger("msgkit.failure")
+log = get_logger("msgkit.failure")
 
 TRACEBACK_LIMIT = 4000
 SETTLE_WAIT_MAX = 5.0
@@ -137,8 +139,17 @@ async def until_settled(
                     action, message_id, state.attempt_number, wait,
                     state.outcome.exception() if state.outcome else None)
 
+    async def pause(seconds: float) -> None:
+        """Cut short once `stopping()`: a condition (the consumer stops, or the broker took
+        the delivery back), not an event to wait on, so it is looked at every 0.1 s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not stopping() and (left := deadline - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(left, 0.1))
+
     async for attempt in AsyncRetrying(
         wait=wait_exponential_jitter(multiplier=0.1, max=SETTLE_WAIT_MAX, jitter=0.1),
+        sleep=pause,
         stop=lambda _: stopping(),
         retry=retry_if_exception_type(Exception),
         before_sleep=report,
@@ -161,8 +172,8 @@ def dead_letter_headers(
         h.DLQ_ORIGINAL_TOPIC: msg.topic,
         h.DLQ_GROUP: group or "",
         h.DLQ_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
-        h.DLQ_EXCEPTION_MESSAGE: str(exc)[:TRACEBACK_LIMIT],
-        h.DLQ_TRACEBACK: bounded("".join(traceback.format_exception(exc)), TRACEBACK_LIMIT),
+        h.DLQ_EXCEPTION_MESSAGE: redact(str(exc))[:TRACEBACK_LIMIT],
+        h.DLQ_TRACEBACK: bounded(redact("".join(traceback.format_exception(exc))), TRACEBACK_LIMIT),
         h.DLQ_ATTEMPTS: str(msg.attempt),
         h.DLQ_LAST_FAILURE_AT: now,
     })

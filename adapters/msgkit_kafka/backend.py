@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -13,8 +12,15 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
-from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError, NotFoundError
+from msgkit.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    ClosedError,
+    ConfigurationError,
+    NotFoundError,
+)
 from msgkit.guarantee import Guarantee
+from msgkit.logs import get_logger
 from msgkit.url import URL
 from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
@@ -27,7 +33,7 @@ from msgkit_kafka.transaction import (
     transactional_config,
 )
 
-log = logging.getLogger("msgkit.kafka")
+log = get_logger("msgkit.kafka")
 
 _PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition as Java clients
 RETRY_PRODUCER = {"linger.ms": 0}
@@ -74,14 +80,25 @@ class KafkaBackend(Backend):
             admin = AdminClient(conf)
         except KafkaException as exc:
             raise ConfigurationError(f"invalid Kafka settings: {exc}") from exc
+        assumed = self.configs.assumed
+        if assumed:
+            log.info("Kafka credentials in the URL: connecting with %s", ", ".join(assumed))
         try:
             md = await asyncio.to_thread(admin.list_topics, timeout=timeout)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             reason = err.str() if isinstance(err, KafkaError) else str(exc)
+            hint = (f"; the URL has credentials, so msgkit used {' and '.join(assumed)}: "
+                    "give security.protocol (e.g. ?security.protocol=SASL_PLAINTEXT for a "
+                    "broker without TLS) and sasl.mechanism (e.g. SCRAM-SHA-512) if the "
+                    "broker differs") if assumed else ""
+            if isinstance(err, KafkaError) and err.code() == KafkaError._AUTHENTICATION:
+                raise AuthenticationError(
+                    f"Kafka at {self.url.redacted} refused the credentials: {reason}{hint}"
+                ) from None
             raise BrokerUnavailableError(
                 f"cannot reach Kafka at {self.url.redacted} within {timeout}s: {reason} "
-                "(option connect_timeout sets the wait)"
+                f"(option connect_timeout sets the wait){hint}"
             ) from None
         self._admin = admin
         self._topics = Topics(admin, self.settings)

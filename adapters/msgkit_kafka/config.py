@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from msgkit.errors import ConfigurationError
+from msgkit.logs import get_logger
 from msgkit.url import SECRET_WORDS, URL
 
-log = logging.getLogger("msgkit.kafka")
-librdkafka_log = logging.getLogger("msgkit.kafka.librdkafka")
+log = get_logger("msgkit.kafka")
+librdkafka_log = get_logger("msgkit.kafka.librdkafka")
 
 KINDS = ("producer", "consumer", "admin")
 TANSU_CLUSTER_PREFIX = "tansu"
@@ -110,6 +111,8 @@ class ClientConfigs:
 
     common: dict[str, Any]
     kind: dict[str, dict[str, Any]]
+    assumed: tuple[str, ...] = ()
+    """Settings msgkit chose that the user did not give (`name=value`), for error messages."""
 
     def for_kind(self, kind: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         conf = dict(self.common)
@@ -126,8 +129,6 @@ def split_options(url: URL, options: Mapping[str, Any]) -> tuple[Settings, Clien
     if url.username:
         common["sasl.username"] = url.username
         common["sasl.password"] = url.password or ""
-        common.setdefault("security.protocol", "SASL_SSL")
-        common.setdefault("sasl.mechanism", "PLAIN")
     per_kind: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
     for key, value in options.items():
         prefix, _, rest = key.partition(".")
@@ -136,7 +137,17 @@ def split_options(url: URL, options: Mapping[str, Any]) -> tuple[Settings, Clien
         elif key not in _OWN:
             _check_native(key)
             common[key] = value
-    return settings, ClientConfigs(common, per_kind)
+    assumed = []
+    if url.username:  # credentials without a protocol: the usual managed-Kafka setup
+        for name, value in SASL_DEFAULTS.items():
+            if name not in common:
+                common[name] = value
+                assumed.append(f"{name}={value}")
+    return settings, ClientConfigs(common, per_kind, tuple(assumed))
+
+
+SASL_DEFAULTS = {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"}
+"""What `kafka://user:password@...` uses unless the URL or options say otherwise."""
 
 
 def native_only(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 import time
 import uuid
@@ -44,13 +43,14 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from msgkit.errors import ConsumerLostError
+from msgkit.logs import get_logger
 from msgkit_kafka.offsets import Key, OffsetTracker, PartitionOffsets
 from msgkit_kafka.wire import due_at
 
 if TYPE_CHECKING:
     from msgkit_kafka.subscription import KafkaSubscription
 
-log = logging.getLogger("msgkit.kafka")
+log = get_logger("msgkit.kafka")
 
 POLL_SECONDS = 0.05
 AMO_POLL_SECONDS = 0.005

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,12 +22,13 @@ from multidict import MultiDict
 from msgkit.backend import Publisher
 from msgkit.errors import ConfigurationError, PublishError, SerializationError
 from msgkit.guarantee import Guarantee
+from msgkit.logs import get_logger
 from msgkit.message import Key, Outgoing
 from msgkit_kafka.config import redacted
 from msgkit_kafka.topics import Topics, retry_topic, validate_name
 from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
 
-log = logging.getLogger("msgkit.kafka")
+log = get_logger("msgkit.kafka")
 
 _POLL_SECONDS = 0.1
 ANY_PARTITION = -1
@@ -90,9 +90,17 @@ class _Batch:
             return
         err, topic = self.error
         self.future.set_exception(
-            PublishError(f"Kafka did not accept a message for {topic!r}: {err.str()}",
+            PublishError(f"Kafka did not accept a message for {topic!r}: {explained(err)}",
                          reason=err.str())
         )
+
+
+def explained(err: KafkaError) -> str:
+    """The client's reason, with the setting to change where there is one."""
+    if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return (f"{err.str()}: raise the producer's message.max.bytes (librdkafka's default "
+                "1000000) and, above the broker's limit, the topic's max.message.bytes")
+    return err.str()
 
 
 def _report_unconfirmed(err: KafkaError | None, msg: Any) -> None:  # poll thread
@@ -230,9 +238,12 @@ class KafkaPublisher(Publisher):
                             f"Kafka cannot carry a message for {topic!r}: {exc}; Kafka keys and "
                             "header values are str, bytes or None"
                         ) from exc
-                    reason = exc.args[0].str() if exc.args else str(exc)
+                    err = exc.args[0] if exc.args else None
+                    reason = err.str() if isinstance(err, KafkaError) else str(exc)
                     raise PublishError(
-                        f"Kafka refused a message for {topic!r}: {reason}", reason=reason
+                        f"Kafka refused a message for {topic!r}: "
+                        f"{explained(err) if isinstance(err, KafkaError) else reason}",
+                        reason=reason,
                     ) from exc
             await asyncio.sleep(0)
         if self._confirm:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from msgkit import headers as h
 from msgkit.backend import Delivery, Publisher, Subscription, SubscriptionSpec
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError, MsgkitError
 from msgkit.guarantee import Guarantee
+from msgkit.logs import get_logger
 from msgkit.message import Headers, Message, Outgoing, text_of
 from msgkit_kafka.config import redacted
 from msgkit_kafka.offsets import Key, PartitionOffsets
@@ -40,7 +40,7 @@ from msgkit_kafka.wire import (
     to_message,
 )
 
-log = logging.getLogger("msgkit.kafka")
+log = get_logger("msgkit.kafka")
 _new = object.__new__
 Chunk = list[Any]
 

@@ -24,7 +24,6 @@ An EXACTLY_ONCE producer (no consumer) makes each `publish` call one transaction
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from msgkit.backend import Publisher
 from msgkit.errors import ConsumerLostError, PublishError
 from msgkit.guarantee import Guarantee
+from msgkit.logs import get_logger
 from msgkit.message import Outgoing
 from msgkit_kafka.config import redacted
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from msgkit_kafka.poller import Poller
     from msgkit_kafka.subscription import KafkaDelivery
 
-log = logging.getLogger("msgkit.kafka")
+log = get_logger("msgkit.kafka")
 
 TRANSACTION_DEFAULTS = {"transaction.timeout.ms": 10_000}
 """How long a dead member's open transaction blocks read_committed readers of its output."""

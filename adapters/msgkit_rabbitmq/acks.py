@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 
 import aiormq
 
-log = logging.getLogger("msgkit.rabbitmq")
+from msgkit.logs import get_logger
+
+log = get_logger("msgkit.rabbitmq")
 
 
 class AckBatcher:

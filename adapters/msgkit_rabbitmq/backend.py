@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -41,8 +40,15 @@ from aio_pika.connection import make_url
 from aio_pika.exchange import ExchangeType
 
 from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
-from msgkit.errors import BrokerUnavailableError, ClosedError, ConfigurationError, NotFoundError
+from msgkit.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    ClosedError,
+    ConfigurationError,
+    NotFoundError,
+)
 from msgkit.guarantee import Guarantee
+from msgkit.logs import get_logger
 from msgkit.url import URL, redact
 from msgkit_rabbitmq import settings as opts
 from msgkit_rabbitmq import topology
@@ -50,7 +56,7 @@ from msgkit_rabbitmq.publisher import RabbitMQPublisher, transient
 from msgkit_rabbitmq.redeliver import Redeliverer
 from msgkit_rabbitmq.subscription import RabbitMQSubscription
 
-log = logging.getLogger("msgkit.rabbitmq")
+log = get_logger("msgkit.rabbitmq")
 
 
 class RabbitMQBackend(Backend):
@@ -93,6 +99,13 @@ class RabbitMQBackend(Backend):
                 await connection.close()
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            refusal = _refusal(exc)
+            if refusal is not None:
+                raise AuthenticationError(
+                    f"RabbitMQ at {self.url.redacted} refused the connection: {refusal}; "
+                    "check the user, password and virtual host (and the user's permissions "
+                    "on it)"
+                ) from None
             raise BrokerUnavailableError(
                 f"cannot reach RabbitMQ at {self.url.redacted} within {timeout}s: "
                 f"{redact(str(exc)) or type(exc).__name__}; is the server running and the "
@@ -286,3 +299,18 @@ def _major_version(connection: RobustConnection) -> int:
         return int(text.split(".")[0])
     except Exception:
         return 3
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The broker's words when it refused the login or the virtual host (final: retrying
+    cannot help), else None."""
+    if isinstance(exc, amqp_errors.ProbableAuthenticationError):
+        return redact(str(exc.args[0] if exc.args else exc))
+    for arg in getattr(exc, "args", ()):
+        code = getattr(arg, "reply_code", None)
+        if code in (_ACCESS_REFUSED, _NOT_ALLOWED):
+            return redact(str(getattr(arg, "reply_text", "") or code))
+    return None
+
+
+_ACCESS_REFUSED, _NOT_ALLOWED = 403, 530  # AMQP reply codes: login, virtual host

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,13 +24,14 @@ from aio_pika.exchange import ExchangeType
 
 from msgkit.backend import Publisher
 from msgkit.errors import PublishError
+from msgkit.logs import get_logger
 from msgkit.message import HeaderValue, Outgoing
 from msgkit_rabbitmq import topology, wire
 
 if TYPE_CHECKING:
     from msgkit_rabbitmq.backend import RabbitMQBackend
 
-log = logging.getLogger("msgkit.rabbitmq")
+log = get_logger("msgkit.rabbitmq")
 
 # Errors that mean "the connection or channel went away": send again after reconnecting.
 TRANSIENT: tuple[type[BaseException], ...] = (

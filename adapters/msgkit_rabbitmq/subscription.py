@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustQueue
 
 from msgkit.backend import Delivery, Subscription
 from msgkit.errors import BrokerUnavailableError, ConsumerLostError
+from msgkit.logs import get_logger
 from msgkit.message import Headers, Message
 from msgkit_rabbitmq import wire
 from msgkit_rabbitmq.acks import AckBatcher
@@ -27,7 +27,7 @@ from msgkit_rabbitmq.acks import AckBatcher
 if TYPE_CHECKING:
     from msgkit_rabbitmq.backend import RabbitMQBackend
 
-log = logging.getLogger("msgkit.rabbitmq")
+log = get_logger("msgkit.rabbitmq")
 
 
 class RabbitMQDelivery(Delivery):

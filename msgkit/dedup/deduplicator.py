@@ -11,7 +11,6 @@ handler) or its lease expired (then this delivery takes the key over and runs).
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from collections.abc import Callable
@@ -38,10 +37,11 @@ from msgkit.dedup.store import (
     TransactionalStore,
 )
 from msgkit.errors import ConfigurationError
+from msgkit.logs import get_logger
 from msgkit.message import Message
 from msgkit.settings import Settings
 
-log = logging.getLogger("msgkit.dedup")
+log = get_logger("msgkit.dedup")
 
 DEFAULT_TTL = 24 * 3600.0
 DEFAULT_LEASE = 30.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,9 +27,10 @@ from msgkit.dedup.store import (
     StoreUnavailableError,
     new_token,
 )
+from msgkit.logs import get_logger
 from msgkit.url import redact
 
-log = logging.getLogger("msgkit.dedup")
+log = get_logger("msgkit.dedup")
 
 DEFAULT_TABLE = "msgkit_dedup"
 PURGE_BATCH = 5000

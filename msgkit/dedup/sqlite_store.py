@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import os
 import queue
 import sqlite3
@@ -32,11 +31,12 @@ from msgkit.dedup.store import (
     StoreUnavailableError,
     new_token,
 )
+from msgkit.logs import get_logger
 
 _Op = Callable[[sqlite3.Connection], Any]
 _Job = tuple[_Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
-log = logging.getLogger("msgkit.dedup")
+log = get_logger("msgkit.dedup")
 
 DEFAULT_TABLE = "msgkit_dedup"
 PURGE_BATCH = 5000

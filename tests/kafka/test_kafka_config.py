@@ -15,6 +15,13 @@ from msgkit_kafka.topics import retry_topic
 UNREACHABLE = "kafka://127.0.0.1:1"
 
 
+def test_credentials_keep_a_protocol_the_user_gave() -> None:
+    _, configs = split_options(URL.parse("kafka://u:p@h:9092"),
+                               {"security.protocol": "SASL_PLAINTEXT"})
+    assert configs.common["security.protocol"] == "SASL_PLAINTEXT"
+    assert configs.assumed == ("sasl.mechanism=PLAIN",)
+
+
 @pytest.mark.parametrize("name", ["", "has space", "x" * 250, "slash/es", ".", "..", "ü"])
 async def test_invalid_topic_is_rejected_before_any_network_call(name: str) -> None:
     broker = msgkit.connect(UNREACHABLE)  # never started: nothing may touch the network

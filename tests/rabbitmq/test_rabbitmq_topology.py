@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,14 +50,22 @@ async def test_connection_refused_fails_fast_without_leaking_the_password() -> N
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
 
 
-async def test_wrong_password_is_broker_unavailable(amqp_url: str) -> None:
+async def test_a_refused_login_fails_at_once_and_says_so(amqp_url: str) -> None:
     url = amqp_url.replace("guest:guest@", "guest:wrong-pw@")
     if url == amqp_url:
         pytest.skip("test URL does not use guest:guest")
-    with pytest.raises(msgkit.BrokerUnavailableError) as info:
-        async with msgkit.connect(url, connect_timeout=5):
-            pass
+    connecting = msgkit.connect(url, connect_timeout=60).start()
+    with pytest.raises(msgkit.AuthenticationError) as info:
+        await asyncio.wait_for(connecting, 10)  # not the whole connect_timeout
+    assert "refused" in str(info.value) and "password" in str(info.value)
     assert "wrong-pw" not in str(info.value)
+
+
+async def test_a_missing_virtual_host_fails_at_once_and_says_so(amqp_url: str) -> None:
+    url = amqp_url.rstrip("/") + "/no-such-vhost"
+    with pytest.raises(msgkit.AuthenticationError, match="virtual host") as info:
+        await asyncio.wait_for(msgkit.connect(url, connect_timeout=60).start(), 10)
+    assert "no-such-vhost" in str(info.value)
 
 
 def test_options_split_between_msgkit_and_aio_pika() -> None:

@@ -217,6 +217,21 @@ class FailureContract:
         await eventually(lambda: second.in_flight == 0, timeout=WAIT,
                          message="the poison message settled once its copy was stored")
 
+    async def test_a_password_in_a_handler_exception_reaches_no_dead_letter_or_log(
+        self, msgkit_broker: msgkit.Broker, unique_name: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def handler(msg: msgkit.Message) -> None:
+            raise ConnectionError("cannot reach postgresql://app:hunter2@db:5432/orders"
+                                  "?sslpassword=hunter3")
+
+        await msgkit_broker.consumer(unique_name, group="g", failure=quick(delays=())).start(handler)
+        dead = await dead_letters(msgkit_broker, unique_name, "g")
+        await msgkit_broker.producer().send(unique_name, b"x")
+        [msg] = await dead.wait_for(1, timeout=WAIT)
+        shown = f"{msg.headers} {caplog.text}"
+        assert "postgresql://app:***@db:5432" in (msg.header(h.DLQ_EXCEPTION_MESSAGE) or "")
+        assert "hunter2" not in shown and "hunter3" not in shown
+
     async def test_replayed_dead_letter_is_handled_once_the_cause_is_fixed(
         self, msgkit_broker: msgkit.Broker, unique_name: str
     ) -> None:
