@@ -4,6 +4,7 @@ import asyncio
 import re
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -44,11 +45,14 @@ async def test_dlq_commands_list_show_replay_and_purge(amqp_url: str, unique_nam
         await asyncio.wait_for(both_dead(), 60)
         failing.clear()
 
-        common = (unique_name, "--group", "g", "--url", amqp_url)
+        # A URL naming several nodes, the first of them down, works as one node does.
+        netloc = urlsplit(amqp_url).netloc
+        nodes = amqp_url.replace(netloc, netloc.replace("@", "@127.0.0.1:1,", 1), 1)
+        common = (unique_name, "--group", "g", "--url", nodes)
         listing = await asyncio.to_thread(_cli, "list", *common)
         assert all(i in listing for i in ids) and "LookupError" in listing
         assert "guest:guest" not in listing
-        shown = await asyncio.to_thread(_cli, "show", *common[:3], ids[0], "--url", amqp_url)
+        shown = await asyncio.to_thread(_cli, "show", *common[:3], ids[0], "--url", nodes)
         assert "no customer for a" in shown and "Traceback" in shown
         ambiguous = await asyncio.to_thread(_cli, "show", *common[:3], ids[0][:10], "--url",
                                             amqp_url, status=1)

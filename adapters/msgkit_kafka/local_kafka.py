@@ -10,7 +10,6 @@ import base64
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from msgkit.errors import BrokerUnavailableError
+from msgkit.testing.system import free_port
 from msgkit_kafka.kafka_jars import fetch_jars, java
 
 _START_SECONDS = 60.0
@@ -45,18 +45,6 @@ rootLogger.appenderRef.out.ref = out
 logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
 logger.appinfo.level = info
 """
-
-
-def free_port(taken: set[int] | None = None) -> int:
-    """A loopback port free now, and not in `taken` (the ports a cluster already chose)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if taken is None or port not in taken:
-            if taken is not None:
-                taken.add(port)
-            return port
 
 
 def random_cluster_id() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from msgkit.errors import BrokerUnavailableError
-from msgkit_kafka.local_kafka import free_port
+from msgkit.testing.system import free_port
 
 # Tansu accepts short sessions: joins take ~1 s instead of 23 s with librdkafka's 45 s.
 # It also holds a whole fetch for fetch.wait.max.ms when one of its partitions is at the

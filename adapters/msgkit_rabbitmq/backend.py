@@ -39,7 +39,14 @@ from aio_pika import RobustChannel, RobustConnection
 from aio_pika.connection import make_url
 from aio_pika.exchange import ExchangeType
 
-from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
+from msgkit.backend import (
+    Backend,
+    Capabilities,
+    Delivery,
+    Publisher,
+    Subscription,
+    SubscriptionSpec,
+)
 from msgkit.errors import (
     AuthenticationError,
     BrokerUnavailableError,
@@ -52,6 +59,7 @@ from msgkit.logs import get_logger
 from msgkit.url import URL, redact
 from msgkit_rabbitmq import settings as opts
 from msgkit_rabbitmq import topology
+from msgkit_rabbitmq.nodes import NodesConnection
 from msgkit_rabbitmq.publisher import RabbitMQPublisher, transient
 from msgkit_rabbitmq.redeliver import Redeliverer
 from msgkit_rabbitmq.subscription import RabbitMQSubscription
@@ -71,10 +79,10 @@ class RabbitMQBackend(Backend):
 
     def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
         super().__init__(url, options)
-        self.settings, self._native_url, self._connect_options = opts.parse(url, self.options)
+        self.settings, self._native_urls, self._connect_options = opts.parse(url, self.options)
         if self.settings.ordered_per_key:
             self.capabilities = replace(type(self).capabilities, ordered_per_key=True)
-        self._connection: RobustConnection | None = None
+        self._connection: NodesConnection | None = None
         self._redeliverer: Redeliverer | None = None
         self._opening = asyncio.Lock()
         self._subscriptions: set[RabbitMQSubscription] = set()
@@ -82,38 +90,52 @@ class RabbitMQBackend(Backend):
         self.server_major = 3
 
     async def connect(self) -> None:
+        """Connects to the first node that answers, trying each in turn (one URL may list
+        several); a refused login fails at once."""
         timeout = self.settings.connect_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        nodes = self._native_urls
+        failures: list[str] = []
+        for first in range(len(nodes)):
+            connection = self._connection_to(nodes[first:] + nodes[:first])
+            left = max(deadline - loop.time(), 0.1)
+            try:
+                await asyncio.wait_for(connection.connect(timeout=left), left + 1)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                refusal = _refusal(exc)
+                if refusal is not None:
+                    raise AuthenticationError(
+                        f"RabbitMQ at {self.url.redacted} refused the connection: {refusal}; "
+                        "check the user, password and virtual host (and the user's "
+                        "permissions on it)"
+                    ) from None
+                failures.append(redact(str(exc)) or type(exc).__name__)
+                continue
+            self._connection = connection
+            self.server_major = _major_version(connection)
+            log.debug("connected to RabbitMQ %d.x at %s", self.server_major, connection.node)
+            return
+        raise BrokerUnavailableError(
+            f"cannot reach RabbitMQ at {self.url.redacted} within {timeout}s: "
+            f"{'; '.join(failures)}; is the server running and the URL (host, port, user, "
+            "vhost) right?"
+        )
+
+    def _connection_to(self, urls: list[str]) -> NodesConnection:
+        """A robust connection whose attempts go to `urls` in turn, first to `urls[0]`."""
         kwargs = dict(self._connect_options)
         ssl_context = kwargs.pop("ssl_context", None)
         client_properties = kwargs.pop("client_properties", None)
         ssl_options = kwargs.pop("ssl_options", None)
-        connection = RobustConnection(
-            make_url(self._native_url, ssl_options=ssl_options,
-                     client_properties=client_properties, **kwargs),
-            ssl_context=ssl_context, client_properties=client_properties, **kwargs,
-        )
-        try:
-            await asyncio.wait_for(connection.connect(timeout=timeout), timeout + 1)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await connection.close()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            refusal = _refusal(exc)
-            if refusal is not None:
-                raise AuthenticationError(
-                    f"RabbitMQ at {self.url.redacted} refused the connection: {refusal}; "
-                    "check the user, password and virtual host (and the user's permissions "
-                    "on it)"
-                ) from None
-            raise BrokerUnavailableError(
-                f"cannot reach RabbitMQ at {self.url.redacted} within {timeout}s: "
-                f"{redact(str(exc)) or type(exc).__name__}; is the server running and the "
-                "URL (host, port, user, vhost) right?"
-            ) from None
-        self._connection = connection
-        self.server_major = _major_version(connection)
-        log.debug("connected to RabbitMQ %d.x at %s", self.server_major, self.url.redacted)
+        native = [make_url(url, ssl_options=ssl_options, client_properties=client_properties,
+                           **kwargs) for url in urls]
+        return NodesConnection(native, self.url.redacted, ssl_context=ssl_context,
+                               client_properties=client_properties, **kwargs)
 
     async def close(self) -> None:
         for sub in list(self._subscriptions):
@@ -176,12 +198,13 @@ class RabbitMQBackend(Backend):
                 log.info("subscribing to %r failed (%r); trying again", spec.topic, exc)
                 await asyncio.sleep(0.2)
                 continue
-            self._subscriptions.add(sub)
+            if isinstance(sub, RabbitMQSubscription):
+                self._subscriptions.add(sub)
             return sub
 
     async def _subscribe(
         self, spec: SubscriptionSpec, name: str, args: dict[str, Any], private: bool
-    ) -> RabbitMQSubscription:
+    ) -> Subscription:
         """Channel, prefetch, exchange, queue, binding, consumer: in that order, or nothing."""
         channel = await self._channel(publisher_confirms=False)
         try:
@@ -219,12 +242,19 @@ class RabbitMQBackend(Backend):
 
     async def _join_existing(
         self, spec: SubscriptionSpec, name: str, channel: RobustChannel
-    ) -> RabbitMQSubscription:
-        """Consume from queue `name` only if it exists (a passive declare creates nothing)."""
+    ) -> Subscription:
+        """Consume from queue `name` only if it exists (a passive declare creates nothing).
+
+        A queue with nothing ready is not consumed: a passive declare answers as soon as a
+        new quorum queue is recorded, and consuming it before its replicas started crashed
+        the whole connection on RabbitMQ 3.10 (`noproc`, INTERNAL_ERROR)."""
         try:
             queue = await channel.declare_queue(name, passive=True)
         except amqp_errors.ChannelNotFoundEntity:
             raise NotFoundError(f"RabbitMQ has no queue {name!r}") from None
+        if not queue.declaration_result.message_count:
+            await channel.close()
+            return _NothingReady()
         sub = RabbitMQSubscription(
             self, spec.topic, name, private=False, channel=channel, prefetch=spec.prefetch,
             ack_now=spec.guarantee is Guarantee.AT_MOST_ONCE,
@@ -261,6 +291,10 @@ class RabbitMQBackend(Backend):
 
     def forget(self, sub: RabbitMQSubscription) -> None:
         self._subscriptions.discard(sub)
+
+    async def confirm_channel(self) -> RobustChannel:
+        """A new channel in publisher-confirm mode, once the connection is up."""
+        return await self._channel(publisher_confirms=True)
 
     async def _channel(self, *, publisher_confirms: bool) -> RobustChannel:
         connection = self._connection
@@ -299,6 +333,20 @@ def _major_version(connection: RobustConnection) -> int:
         return int(text.split(".")[0])
     except Exception:
         return 3
+
+
+class _NothingReady(Subscription):
+    """An existing queue with no message ready, left alone: fetches wait for close."""
+
+    def __init__(self) -> None:
+        self._closed = asyncio.Event()
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        await self._closed.wait()
+        return ()
+
+    async def close(self) -> None:
+        self._closed.set()
 
 
 def _refusal(exc: BaseException) -> str | None:

@@ -70,6 +70,31 @@ class _Retry:
     """Marks a message not confirmed because the connection dropped: send it again."""
 
 
+class _Refused:
+    """Marks a message the broker refused (nack): not stored, send it again."""
+
+
+_FIRST_PAUSE, _MAX_PAUSE = 0.05, 1.0
+"""Pauses between tries to send what was not confirmed (doubling)."""
+
+
+async def _until_closed(tasks: list[asyncio.Task[Any]], channel: aiormq.Channel) -> list[Any]:
+    """The publishes' outcomes; those still unconfirmed when the channel closes are cancelled
+    (sent again by the caller): after a broker restart their confirmations never came, and
+    waiting for them held every send for its whole publish_timeout."""
+    outcomes = asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait((outcomes, channel.closing), return_when=asyncio.FIRST_COMPLETED)
+    if not outcomes.done():
+        for task in tasks:
+            task.cancel()
+    return await outcomes
+
+
+async def close_quietly(channel: RobustChannel) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(channel.close(), 5)
+
+
 class RabbitMQPublisher(Publisher):
     def __init__(
         self,
@@ -113,33 +138,53 @@ class RabbitMQPublisher(Publisher):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         pending = messages
+        pause = _FIRST_PAUSE
+        refused = 0
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
                     if declare:
                         await self._ensure_topology(pending)
-                    failed = await self._send(pending, route)
+                    failed, refused = await self._send(pending, route)
+                    if not failed:
+                        return
+                    if self._closed:
+                        raise PublishError("publisher closed before the broker confirmed",
+                                           reason="closed")
+                    pending = failed
+                    log.info("RabbitMQ %s; resending %d unconfirmed message(s) on a new channel",
+                             f"refused {refused} message(s)" if refused else "connection lost",
+                             len(failed))
+                    await asyncio.sleep(pause)  # let aio-pika notice a loss before renewing
+                    pause = min(pause * 2, _MAX_PAUSE)
+                    await self._renew()
             except TimeoutError:
+                why = (f"; it refused (nack) {refused} of them at the last try: a quorum queue "
+                       "without a leader, or a full queue with x-overflow=reject-publish"
+                       ) if refused else ""
                 raise PublishError(
                     f"RabbitMQ at {self._backend.url.redacted} did not confirm "
-                    f"{len(pending)} message(s) within publish_timeout={self._timeout}s",
-                    reason="timeout",
+                    f"{len(pending)} message(s) within publish_timeout={self._timeout}s{why}",
+                    reason="nack" if refused else "timeout",
                 ) from None
-            if not failed:
-                return
-            if self._closed:
-                raise PublishError("publisher closed before the broker confirmed", reason="closed")
-            pending = failed
-            log.info("connection to RabbitMQ lost; resending %d unconfirmed message(s)", len(failed))
-            await asyncio.sleep(0.05)  # let aio-pika notice the loss before waiting on it
 
-    async def _send(self, messages: Sequence[Outgoing], route: Route) -> Sequence[Outgoing]:
-        """Sends `messages`; returns those to send again (the connection dropped)."""
+    async def _renew(self) -> None:
+        """A new confirm channel in place of the current one. aio-pika's restored channel can
+        stay closed after a drop, and on RabbitMQ 3.10 a channel that published to a quorum
+        queue while its leader moved is refused (nack) from then on; a new one is not."""
+        old = self._channel
+        self._channel = await self._backend.confirm_channel()
+        asyncio.get_running_loop().create_task(close_quietly(old))
+
+    async def _send(self, messages: Sequence[Outgoing], route: Route
+                    ) -> tuple[Sequence[Outgoing], int]:
+        """Sends `messages`; returns those to send again (the connection dropped, or the
+        broker refused them) and how many of those the broker refused."""
         try:
             channel = await self._underlay()
         except BaseException as exc:
             if transient(exc):
-                return messages
+                return messages, 0
             raise
         publish = channel.basic_publish
         persistent = self._confirm
@@ -158,7 +203,7 @@ class RabbitMQPublisher(Publisher):
                     raise PublishError(
                         "RabbitMQ connection lost (at-most-once: not resent)", reason="connection"
                     ) from None
-            return ()
+            return (), 0
         window = asyncio.Semaphore(self._window)
         tasks: list[asyncio.Task[Any]] = []
         loop = asyncio.get_running_loop()
@@ -175,25 +220,28 @@ class RabbitMQPublisher(Publisher):
                 tasks.append(task)
                 if channel.is_closed:
                     break
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+            results = await _until_closed(tasks, channel)
         except BaseException:
             for task in tasks:
                 task.cancel()
             raise
         again: list[Outgoing] = []
+        refused = 0
         first_error: PublishError | None = None
         for out, result in zip(messages, results, strict=False):
             error = self._classify(out, result)
-            if error is _Retry:
+            if error is _Retry or error is _Refused:
                 again.append(out)
+                refused += error is _Refused
             elif isinstance(error, PublishError) and first_error is None:
                 first_error = error
         again.extend(messages[len(results):])
         if first_error is not None:
             raise first_error
-        return again
+        return again, refused
 
-    def _classify(self, out: Outgoing, result: object) -> PublishError | type[_Retry] | None:
+    def _classify(self, out: Outgoing, result: object
+                  ) -> PublishError | type[_Retry] | type[_Refused] | None:
         if not isinstance(result, BaseException):
             return None
         if isinstance(result, amqp_errors.PublishError):
@@ -207,10 +255,7 @@ class RabbitMQPublisher(Publisher):
                 "required_groups", reason=reason,
             )
         if isinstance(result, amqp_errors.DeliveryError):
-            return PublishError(
-                f"RabbitMQ refused a message to topic {out.topic!r}: {result}",
-                reason=str(result.frame),
-            )
+            return _Refused  # a nack: not stored, so sent again until publish_timeout
         if isinstance(result, amqp_errors.ChannelNotFoundEntity):
             self._declared.discard(out.topic)  # the exchange was deleted: declare it again
             return _Retry

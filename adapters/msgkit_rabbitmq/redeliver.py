@@ -20,7 +20,7 @@ from aio_pika import RobustChannel
 from msgkit.errors import PublishError
 from msgkit.message import Headers, Message, Outgoing, merged
 from msgkit_rabbitmq import topology, wire
-from msgkit_rabbitmq.publisher import transient, underlay
+from msgkit_rabbitmq.publisher import close_quietly, transient, underlay
 
 if TYPE_CHECKING:
     from msgkit_rabbitmq.backend import RabbitMQBackend
@@ -71,6 +71,7 @@ class Redeliverer:
                         reason=reason,
                     ) from None
             except amqp_errors.DeliveryError as exc:
+                await self._renew()  # a refusing channel may go on refusing (see publisher)
                 raise PublishError(
                     f"RabbitMQ refused the redelivery of {msg.id}: {exc}", reason=str(exc.frame)
                 ) from None
@@ -78,7 +79,12 @@ class Redeliverer:
                 if not transient(exc):
                     raise
                 await asyncio.sleep(0.1)
+                await self._renew()
         raise PublishError(f"could not redeliver {msg.id}", reason="connection")
+
+    async def _renew(self) -> None:
+        old, self.channel = self.channel, await self._backend.confirm_channel()
+        asyncio.get_running_loop().create_task(close_quietly(old))
 
     async def _declare_retry(self, name: str, queue: str, ms: int, private: bool) -> None:
         settings = self._backend.settings

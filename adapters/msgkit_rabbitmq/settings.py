@@ -15,6 +15,7 @@ import yarl
 
 from msgkit.errors import ConfigurationError
 from msgkit.url import URL
+from msgkit_rabbitmq.nodes import per_node
 
 QueueType = Literal["quorum", "classic"]
 ExchangeType = Literal["topic", "fanout"]
@@ -48,13 +49,9 @@ class Settings:
     reconnect_interval: float = 1.0
 
 
-def parse(url: URL, options: Mapping[str, Any]) -> tuple[Settings, str, dict[str, Any]]:
-    """Returns msgkit's settings, the URL for aio-pika and the options passed to it."""
-    if len(url.hosts) > 1:
-        raise ConfigurationError(
-            f"{url.redacted!r} lists several hosts; aio-pika connects to one, so give one "
-            "host (a load balancer in front of the cluster)"
-        )
+def parse(url: URL, options: Mapping[str, Any]) -> tuple[Settings, list[str], dict[str, Any]]:
+    """Returns msgkit's settings, the URL for aio-pika of each node and the options passed
+    to it."""
     settings = Settings(
         queue_type=_choice(options, "queue_type", ("quorum", "classic"), "quorum"),  # type: ignore[arg-type]
         ordered_per_key=flag(options, "ordered_per_key", False),
@@ -66,14 +63,16 @@ def parse(url: URL, options: Mapping[str, Any]) -> tuple[Settings, str, dict[str
         publish_window=int(positive(options, "publish_window", 1024)),
         reconnect_interval=positive(options, "reconnect_interval", 1.0),
     )
-    parsed = yarl.URL(url.raw)
-    query = {k: v for k, v in parsed.query.items() if k not in OWN}
-    native_url = str(parsed.with_query(query))
+    native_urls = []
+    for raw in per_node(url):
+        parsed = yarl.URL(raw)
+        native_urls.append(str(parsed.with_query(
+            {k: v for k, v in parsed.query.items() if k not in OWN})))
     passthrough = {
         k: v for k, v in options.items() if k not in OWN and url.query.get(k) != v
     }
     passthrough["reconnect_interval"] = settings.reconnect_interval
-    return settings, native_url, passthrough
+    return settings, native_urls, passthrough
 
 
 def check_keys(options: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 import msgkit
+from msgkit.errors import BrokerUnavailableError
+from msgkit.testing.brokers import unavailable
+from msgkit_kafka.local_kafka import LocalKafka
 from msgkit_kafka.subscription import KafkaSubscription
+
+CLUSTER_SETTINGS = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
+"""A killed node is fenced (its partitions get new leaders) after 3 s, not Kafka's 9 s."""
 
 Committed = Callable[[str, str, int], Awaitable[int]]
 WaitCommitted = Callable[[str, str, int, int], Awaitable[None]]
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[LocalKafka]:
+    """Three KRaft nodes on loopback (replication factor 3, min.insync.replicas 2), shared
+    by the cluster and failover tests; a test that kills a node starts it again."""
+    try:
+        cluster = LocalKafka(nodes=3, heap="512m", overrides=CLUSTER_SETTINGS)
+    except BrokerUnavailableError as exc:
+        unavailable(f"no local three-node Apache Kafka cluster: {exc}")
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -3,28 +3,19 @@ sends, and each node runs the version the pom pins."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from confluent_kafka.admin import AdminClient
 
 import msgkit
-from msgkit.errors import BrokerUnavailableError
 from msgkit.testing import Collector
-from msgkit.testing.brokers import unavailable
 from msgkit_kafka.kafka_jars import kafka_version
 from msgkit_kafka.local_kafka import LocalKafka, random_cluster_id
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalKafka]:
-    try:
-        kafka = LocalKafka(nodes=3, heap="512m")
-    except BrokerUnavailableError as exc:
-        unavailable(f"no local Apache Kafka cluster: {exc}")
-    yield kafka
-    kafka.stop()
+@pytest.fixture
+def cluster(kafka_cluster: LocalKafka) -> LocalKafka:
+    return kafka_cluster
 
 
 async def test_three_nodes_replicate_every_topic_msgkit_creates(

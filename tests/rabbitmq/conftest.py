@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aio_pika
 import pytest
 
 import msgkit
+from msgkit.errors import BrokerUnavailableError
+from msgkit.testing.brokers import unavailable
+from msgkit_rabbitmq.local_cluster import LocalRabbitCluster
 
 
 @pytest.fixture
@@ -60,3 +63,15 @@ async def _redeclare_fails(amqp_url: str, name: str, arguments: dict[str, Any]) 
     finally:
         with contextlib.suppress(Exception):
             await connection.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[LocalRabbitCluster]:
+    """Three RabbitMQ nodes joined into one cluster on loopback (not the test broker on
+    5672), shared by the failover tests; a test that kills a node starts it again."""
+    try:
+        cluster = LocalRabbitCluster(nodes=3)
+    except BrokerUnavailableError as exc:
+        unavailable(f"no local three-node RabbitMQ cluster: {exc}")
+    yield cluster
+    cluster.stop()

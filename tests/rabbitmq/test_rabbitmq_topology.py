@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -75,7 +76,8 @@ def test_options_split_between_msgkit_and_aio_pika() -> None:
          "client_properties": {"connection_name": "svc"}},
     )
     assert backend.settings.queue_type == "classic" and backend.settings.publish_timeout == 2
-    assert "queue_type" not in backend._native_url and "heartbeat=15" in backend._native_url
+    [native] = backend._native_urls
+    assert "queue_type" not in native and "heartbeat=15" in native
     assert backend._connect_options["client_properties"] == {"connection_name": "svc"}
     assert "heartbeat" not in backend._connect_options  # already in the URL
 
@@ -85,12 +87,33 @@ def test_amqps_tls_options_pass_through() -> None:
     backend = RabbitMQBackend(msgkit.url.URL.parse(url), {"ordered_per_key": "1",
                                                           "cafile": "/etc/ca.pem",
                                                           "ssl_context": "ctx"})
-    assert backend._native_url.startswith("amqps://") and "cafile=" in backend._native_url
-    assert "ordered_per_key" not in backend._native_url and "/prod" in backend._native_url
+    [native] = backend._native_urls
+    assert native.startswith("amqps://") and "cafile=" in native
+    assert "ordered_per_key" not in native and "/prod" in native
     assert backend._connect_options["ssl_context"] == "ctx"
     assert backend.capabilities.ordered_per_key and not RabbitMQBackend.capabilities.ordered_per_key
-    with pytest.raises(msgkit.ConfigurationError, match="several hosts"):
-        msgkit.connect("amqp://h1:5672,h2:5672/")
+
+
+def test_a_url_with_several_nodes_gives_one_aio_pika_url_per_node() -> None:
+    url = "amqp://u:p%40ss@h1:5672,h2:5673,[::1]:5674/vh?heartbeat=15&publish_timeout=3"
+    backend = RabbitMQBackend(msgkit.url.URL.parse(url), {"heartbeat": "15", "publish_timeout": "3"})
+    assert backend._native_urls == [
+        f"amqp://u:p%40ss@{host}/vh?heartbeat=15" for host in ("h1:5672", "h2:5673", "[::1]:5674")]
+    assert "p%40ss" not in repr(msgkit.connect(url)) and "p@ss" not in repr(msgkit.connect(url))
+
+
+async def test_several_nodes_in_one_url_connect_to_the_first_that_answers(
+    amqp_url: str, unique_name: str
+) -> None:
+    netloc = urlsplit(amqp_url).netloc
+    nodes = amqp_url.replace(netloc, netloc.replace("@", "@127.0.0.1:1,", 1), 1)
+    assert "127.0.0.1:1," in nodes
+    async with msgkit.connect(nodes, connect_timeout=5) as broker:
+        got = Collector()
+        await broker.consumer(unique_name, group="g").start(got)
+        await broker.producer().send(unique_name, b"via the second node")
+        assert (await got.wait_for(1, timeout=30))[0].value == b"via the second node"
+        assert "127.0.0.1:1," in broker.url and "guest:guest" not in broker.url
 
 
 @pytest.mark.parametrize("options", [

@@ -1,4 +1,4 @@
-"""Real idempotency stores for the dedup tests: each test gets its own namespace.
+"""Real idempotency stores for the tests (dedup, failover): each test gets its own namespace.
 
 Redis: `MSGKIT_TEST_REDIS_URL` (default redis://127.0.0.1:6379/0), a fresh key prefix,
 deleted afterwards. PostgreSQL: `MSGKIT_TEST_POSTGRES_URL` (default
