@@ -103,3 +103,15 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
     return str(request.getfixturevalue(f"{request.param}_store_url"))
+
+
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Prints a test's figures (seed, counts, recovery times) in the run's output, also
+    when it passes."""
+
+    def show(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n    {line}", flush=True)
+
+    return show

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,6 +20,8 @@ from msgkit_kafka.local_kafka import KafkaNode, LocalKafka
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 PARTITIONS = 3
+ROUNDS = int(os.environ.get("MSGKIT_FAILOVER_ROUNDS", "1"))
+"""Kills per failover test: 1 in `make test`, more in `make soak`."""
 WAIT = 90.0
 """Deadline for recoveries: a node is fenced after 3 s, a JVM restarts in 5-15 s here."""
 
@@ -110,13 +113,12 @@ async def url(cluster: LocalKafka) -> AsyncIterator[str]:
 
 
 async def test_killing_a_partition_leader_loses_no_confirmed_message(
-    cluster: LocalKafka, url: str, unique_name: str
+    cluster: LocalKafka, url: str, unique_name: str, report: Callable[[str], None]
 ) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    down_for = rng.uniform(1.0, 5.0)
-    victim_partition = rng.randrange(PARTITIONS)
     per_member: dict[str, int] = collections.Counter()
+    recoveries: list[str] = []
     async with msgkit.connect(url, partitions=PARTITIONS) as one, \
             msgkit.connect(url, partitions=PARTITIONS) as two:
         traffic = Traffic(one, unique_name)
@@ -127,35 +129,40 @@ async def test_killing_a_partition_leader_loses_no_confirmed_message(
         try:
             await eventually(lambda: len(traffic.handled) >= 500, timeout=WAIT,
                              message="flowing before the kill")
-            node = leader(cluster, unique_name, victim_partition)
             before = dict(per_member)
-            await asyncio.to_thread(node.kill)
-            killed_at = time.monotonic()  # the node is gone: what follows went elsewhere
-            at_kill = len(traffic.confirmed)
-            await eventually(lambda: len(traffic.confirmed) >= at_kill + 500, timeout=WAIT,
-                             message="publishing went on without the node")
-            await asyncio.sleep(down_for)  # the outage itself, of a seeded length
-            node.start()
-            await asyncio.to_thread(cluster.wait_ready)
-            restarted = len(traffic.confirmed)
-            await eventually(lambda: len(traffic.confirmed) >= restarted + 500, timeout=WAIT,
-                             message="publishing went on after the restart")
+            for _ in range(ROUNDS):
+                down_for = rng.uniform(1.0, 5.0)
+                victim_partition = rng.randrange(PARTITIONS)
+                node = leader(cluster, unique_name, victim_partition)
+                await asyncio.to_thread(node.kill)
+                killed_at = time.monotonic()  # the node is gone: what follows went elsewhere
+                at_kill = len(traffic.confirmed)
+                await eventually(lambda: len(traffic.confirmed) >= at_kill + 500, timeout=WAIT,  # noqa: B023
+                                 message="publishing went on without the node")
+                await asyncio.sleep(down_for)  # the outage itself, of a seeded length
+                node.start()
+                await asyncio.to_thread(cluster.wait_ready)
+                restarted = len(traffic.confirmed)
+                await eventually(lambda: len(traffic.confirmed) >= restarted + 500, timeout=WAIT,  # noqa: B023
+                                 message="publishing went on after the restart")
+                recoveries.append(
+                    f"node {node.node_id} (led partition {victim_partition}, down "
+                    f"{down_for:.1f}s): next handled {traffic.first_after(killed_at):.2f}s, "
+                    f"its partition's {traffic.first_after(killed_at, victim_partition):.2f}s "
+                    "after the kill")
         finally:
             await traffic.stop()
         await eventually(lambda: set(traffic.confirmed) <= traffic.handled.keys(), timeout=WAIT,
                          message="every confirmed message handled")
         assert all(m.running for m in members), "a member needed a restart"
         assert all(per_member[n] > before.get(n, 0) for n in "ab"), (before, per_member)
-    recovery = traffic.first_after(killed_at, victim_partition)
-    print(f"kafka leader kill (seed {seed}, node {node.node_id} led partition "
-          f"{victim_partition}, down {down_for:.1f}s): {len(traffic.confirmed)} confirmed, "
+    report(f"kafka leader kill x{ROUNDS} (seed {seed}): {len(traffic.confirmed)} confirmed, "
           f"0 lost, {traffic.duplicates} duplicates, {traffic.failed_sends} sends failed; "
-          f"next handled {traffic.first_after(killed_at):.2f}s after the kill, "
-          f"its partition's next {recovery:.2f}s after")
+          + "; ".join(recoveries))
 
 
 async def test_a_rolling_restart_loses_no_confirmed_message(
-    cluster: LocalKafka, url: str, unique_name: str
+    cluster: LocalKafka, url: str, unique_name: str, report: Callable[[str], None]
 ) -> None:
     per_member: dict[str, int] = collections.Counter()
     async with msgkit.connect(url, partitions=PARTITIONS) as broker:
@@ -180,13 +187,13 @@ async def test_a_rolling_restart_loses_no_confirmed_message(
         await eventually(lambda: set(traffic.confirmed) <= traffic.handled.keys(), timeout=WAIT,
                          message="every confirmed message handled")
         assert all(m.running for m in members)
-    print(f"kafka rolling restart of 3 nodes in {time.monotonic() - started:.0f}s: "
+    report(f"kafka rolling restart of 3 nodes in {time.monotonic() - started:.0f}s: "
           f"{len(traffic.confirmed)} confirmed, 0 lost, {traffic.duplicates} duplicates, "
           f"{traffic.failed_sends} sends failed")
 
 
 async def test_exactly_once_relay_stays_exactly_once_when_a_leader_dies(
-    cluster: LocalKafka, url: str, unique_name: str
+    cluster: LocalKafka, url: str, unique_name: str, report: Callable[[str], None]
 ) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -220,6 +227,6 @@ async def test_exactly_once_relay_stays_exactly_once_when_a_leader_dies(
         assert relaying.running
     lost = [i for i in inputs if not received[i.encode()]]
     repeated = sum(len(records) - 1 for records in received.values())
-    print(f"kafka exactly-once relay across a leader kill (seed {seed}, node {node.node_id}, "
+    report(f"kafka exactly-once relay across a leader kill (seed {seed}, node {node.node_id}, "
           f"after {cut} inputs): {len(inputs)} inputs, {len(lost)} lost, {repeated} repeated")
     assert not lost and repeated == 0

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from msgkit.testing.system import run
 from msgkit_rabbitmq.local_cluster import LocalRabbitCluster, RabbitNode
 
 WAIT = 90.0
+ROUNDS = int(os.environ.get("MSGKIT_FAILOVER_ROUNDS", "1"))
+"""Kills per failover test: 1 in `make test`, more in `make soak`."""
 OPTIONS: dict[str, Any] = {"reconnect_interval": 0.5, "connect_timeout": 10}
 
 
@@ -111,12 +114,13 @@ async def still_retries_and_dead_letters(broker: msgkit.Broker, topic: str) -> N
 
 
 async def test_killing_the_node_the_clients_use_loses_no_confirmed_message(
-    cluster: LocalRabbitCluster, unique_name: str
+    cluster: LocalRabbitCluster, unique_name: str, report: Callable[[str], None]
 ) -> None:
     seed = random.randrange(1 << 30)
-    down_for = random.Random(seed).uniform(1.0, 4.0)
+    rng = random.Random(seed)
     victim = cluster.nodes[0]
     url = cluster.url_from(victim)  # every client connects to the victim first
+    recoveries: list[str] = []
     async with msgkit.connect(url, **OPTIONS) as consumers, \
             msgkit.connect(url, **OPTIONS) as producers:
         load = Load(producers.producer(required_groups=("g",)), unique_name)
@@ -127,33 +131,41 @@ async def test_killing_the_node_the_clients_use_loses_no_confirmed_message(
         try:
             await eventually(lambda: len(load.handled) >= 300, timeout=WAIT,
                              message="flowing before the kill")
-            await asyncio.to_thread(victim.kill)
-            killed_at = time.monotonic()  # the node is gone: what follows went elsewhere
-            at_kill = len(load.confirmed)
-            await eventually(lambda: len(load.confirmed) >= at_kill + 300, timeout=WAIT,
-                             message="publishing resumed on another node")
-            handled = len(load.handled)
-            await eventually(lambda: len(load.handled) >= handled + 300, timeout=WAIT,
-                             message="consuming resumed on another node")
-            await asyncio.sleep(down_for)  # the node stays down a seeded while
-            victim.start()
-            await asyncio.to_thread(victim.await_startup)
-            await asyncio.to_thread(cluster.wait_ready)
+            for round_ in range(ROUNDS):
+                if round_:  # later rounds: the node the clients moved to
+                    victim = next(n for n in cluster.nodes
+                                  if n.port == consumers.backend.native.node.port)
+                down_for = rng.uniform(1.0, 4.0)
+                await asyncio.to_thread(victim.kill)
+                killed_at = time.monotonic()  # the node is gone: what follows went elsewhere
+                at_kill = len(load.confirmed)
+                await eventually(lambda: len(load.confirmed) >= at_kill + 300, timeout=WAIT,  # noqa: B023
+                                 message="publishing resumed on another node")
+                handled = len(load.handled)
+                await eventually(lambda: len(load.handled) >= handled + 300, timeout=WAIT,  # noqa: B023
+                                 message="consuming resumed on another node")
+                recoveries.append(
+                    f"{victim.name} down {down_for:.1f}s: publishing resumed "
+                    f"{load.first_after(load.confirmed_at, killed_at):.2f}s and consuming "
+                    f"{load.first_after(load.handled_at, killed_at):.2f}s after the kill")
+                await asyncio.sleep(down_for)  # the node stays down a seeded while
+                victim.start()
+                await asyncio.to_thread(victim.await_startup)
+                await asyncio.to_thread(cluster.wait_ready)
         finally:
             await load.stop()
         await eventually(lambda: set(load.confirmed) <= load.handled.keys(), timeout=WAIT,
                          message="every confirmed message handled")
         assert all(m.running for m in members)
         await still_retries_and_dead_letters(consumers, unique_name)
-    print(f"rabbitmq connected-node kill (seed {seed}, down {down_for:.1f}s): "
-          f"{len(load.confirmed)} confirmed, 0 lost, {load.duplicates} duplicates, "
-          f"{load.failed_sends} sends failed; publishing resumed "
-          f"{load.first_after(load.confirmed_at, killed_at):.2f}s and consuming "
-          f"{load.first_after(load.handled_at, killed_at):.2f}s after the kill")
+    report(f"rabbitmq connected-node kill x{ROUNDS} (seed {seed}): {len(load.confirmed)} "
+          f"confirmed, 0 lost, {load.duplicates} duplicates, {load.failed_sends} sends "
+          "failed; " + "; ".join(recoveries))
 
 
 async def test_killing_the_quorum_leader_keeps_every_effect_exactly_once(
-    cluster: LocalRabbitCluster, unique_name: str, redis_store_url: str
+    cluster: LocalRabbitCluster, unique_name: str, redis_store_url: str,
+    report: Callable[[str], None],
 ) -> None:
     effects: collections.Counter[str] = collections.Counter()
     async with Dedup(redis_store_url) as dedup, msgkit.connect(cluster.url, **OPTIONS) as broker:
@@ -187,7 +199,7 @@ async def test_killing_the_quorum_leader_keeps_every_effect_exactly_once(
         assert all(m.running for m in members)
         await broker.close()  # consumers stop before the store closes
     twice = {k: n for k, n in effects.items() if n > 1}
-    print(f"rabbitmq quorum-leader kill ({victim.name}) with dedup: {len(load.confirmed)} "
+    report(f"rabbitmq quorum-leader kill ({victim.name}) with dedup: {len(load.confirmed)} "
           f"confirmed, 0 lost, {len(twice)} effects twice; consuming resumed "
           f"{load.first_after(load.handled_at, killed_at):.2f}s after the kill")
     assert not twice

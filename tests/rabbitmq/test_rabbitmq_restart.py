@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,7 +29,9 @@ def _local_server(url: str) -> bool:
         urlsplit(url).hostname in ("127.0.0.1", "localhost")
 
 
-async def test_broker_restart_loses_no_confirmed_message(amqp_url: str, unique_name: str) -> None:
+async def test_broker_restart_loses_no_confirmed_message(
+    amqp_url: str, unique_name: str, report: Callable[[str], None]
+) -> None:
     if not _local_server(amqp_url):
         pytest.skip("needs the local RabbitMQ server and rabbitmqctl to restart it")
     got, private = Collector(), Collector()
@@ -79,5 +82,5 @@ async def test_broker_restart_loses_no_confirmed_message(amqp_url: str, unique_n
         await eventually(lambda: set(confirmed) <= got.ids, timeout=60,
                          message="every confirmed message consumed")
         assert consumer.running
-    print(f"rabbitmq restart: {len(confirmed)} confirmed, 0 lost; the batches in flight "
+    report(f"rabbitmq restart: {len(confirmed)} confirmed, 0 lost; the batches in flight "
           f"confirmed {resumed:.2f}s after start_app")
