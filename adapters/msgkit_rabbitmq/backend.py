@@ -247,14 +247,21 @@ class RabbitMQBackend(Backend):
 
         A queue with nothing ready is not consumed: a passive declare answers as soon as a
         new quorum queue is recorded, and consuming it before its replicas started crashed
-        the whole connection on RabbitMQ 3.10 (`noproc`, INTERNAL_ERROR)."""
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except amqp_errors.ChannelNotFoundEntity:
-            raise NotFoundError(f"RabbitMQ has no queue {name!r}") from None
-        if not queue.declaration_result.message_count:
-            await channel.close()
-            return _NothingReady()
+        the whole connection on RabbitMQ 3.10 (`noproc`, INTERNAL_ERROR). Messages a reader
+        just gave back take a moment to be ready again, so the count is looked at for up to
+        `_READY_WAIT` seconds."""
+        deadline = asyncio.get_running_loop().time() + _READY_WAIT
+        while True:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except amqp_errors.ChannelNotFoundEntity:
+                raise NotFoundError(f"RabbitMQ has no queue {name!r}") from None
+            if queue.declaration_result.message_count:
+                break
+            if asyncio.get_running_loop().time() >= deadline:
+                await channel.close()
+                return _NothingReady()
+            await asyncio.sleep(0.05)
         sub = RabbitMQSubscription(
             self, spec.topic, name, private=False, channel=channel, prefetch=spec.prefetch,
             ack_now=spec.guarantee is Guarantee.AT_MOST_ONCE,
@@ -333,6 +340,9 @@ def _major_version(connection: RobustConnection) -> int:
         return int(text.split(".")[0])
     except Exception:
         return 3
+
+
+_READY_WAIT = 1.0
 
 
 class _NothingReady(Subscription):

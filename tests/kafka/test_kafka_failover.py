@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 import msgkit
+from msgkit.dedup import Dedup
 from msgkit.testing import eventually
 from msgkit_kafka.local_kafka import KafkaNode, LocalKafka
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
@@ -230,3 +231,42 @@ async def test_exactly_once_relay_stays_exactly_once_when_a_leader_dies(
     report(f"kafka exactly-once relay across a leader kill (seed {seed}, node {node.node_id}, "
           f"after {cut} inputs): {len(inputs)} inputs, {len(lost)} lost, {repeated} repeated")
     assert not lost and repeated == 0
+
+
+async def test_killing_a_leader_keeps_every_effect_once_with_an_idempotency_store(
+    cluster: LocalKafka, url: str, unique_name: str, redis_store_url: str,
+    report: Callable[[str], None],
+) -> None:
+    effects: collections.Counter[str] = collections.Counter()
+    async with Dedup(redis_store_url) as dedup, \
+            msgkit.connect(url, partitions=PARTITIONS) as broker:
+        traffic = Traffic(broker, unique_name)
+
+        async def apply(msg: msgkit.Message) -> None:
+            effects[msg.id] += 1
+            traffic.handled[msg.id] += 1
+
+        members = [broker.consumer(unique_name, group="g", dedup=dedup) for _ in range(2)]
+        for member in members:
+            await member.start(apply)
+        traffic.start()
+        try:
+            await eventually(lambda: len(effects) >= 500, timeout=WAIT,
+                             message="flowing before the kill")
+            node = leader(cluster, unique_name, 0)
+            await asyncio.to_thread(node.kill)
+            at_kill = len(traffic.confirmed)
+            await eventually(lambda: len(traffic.confirmed) >= at_kill + 500, timeout=WAIT,
+                             message="publishing went on without the node")
+            node.start()
+            await asyncio.to_thread(cluster.wait_ready)
+        finally:
+            await traffic.stop()
+        await eventually(lambda: set(traffic.confirmed) <= effects.keys(), timeout=WAIT,
+                         message="every confirmed message applied")
+        assert all(m.running for m in members)
+        await broker.close()  # consumers stop before the store closes
+    twice = {k: n for k, n in effects.items() if n > 1}
+    report(f"kafka leader kill (node {node.node_id}) with dedup: {len(traffic.confirmed)} "
+           f"confirmed, 0 lost, {len(twice)} effects twice")
+    assert not twice
