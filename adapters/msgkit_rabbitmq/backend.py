@@ -42,7 +42,6 @@ from aio_pika.exchange import ExchangeType
 from msgkit.backend import (
     Backend,
     Capabilities,
-    Delivery,
     Publisher,
     Subscription,
     SubscriptionSpec,
@@ -198,13 +197,12 @@ class RabbitMQBackend(Backend):
                 log.info("subscribing to %r failed (%r); trying again", spec.topic, exc)
                 await asyncio.sleep(0.2)
                 continue
-            if isinstance(sub, RabbitMQSubscription):
-                self._subscriptions.add(sub)
+            self._subscriptions.add(sub)
             return sub
 
     async def _subscribe(
         self, spec: SubscriptionSpec, name: str, args: dict[str, Any], private: bool
-    ) -> Subscription:
+    ) -> RabbitMQSubscription:
         """Channel, prefetch, exchange, queue, binding, consumer: in that order, or nothing."""
         channel = await self._channel(publisher_confirms=False)
         try:
@@ -242,25 +240,22 @@ class RabbitMQBackend(Backend):
 
     async def _join_existing(
         self, spec: SubscriptionSpec, name: str, channel: RobustChannel
-    ) -> Subscription:
+    ) -> RabbitMQSubscription:
         """Consume from queue `name` only if it exists (a passive declare creates nothing).
 
-        A queue with nothing ready is not consumed: a passive declare answers as soon as a
-        new quorum queue is recorded, and consuming it before its replicas started crashed
-        the whole connection on RabbitMQ 3.10 (`noproc`, INTERNAL_ERROR). Messages a reader
-        just gave back take a moment to be ready again, so the count is looked at for up to
-        `_READY_WAIT` seconds."""
+        An empty queue is consumed only after `_READY_WAIT` seconds (or once a message is
+        in it): a passive declare answers as soon as a new quorum queue is recorded, and
+        consuming it before its replicas started crashed the whole connection on RabbitMQ
+        3.10 (`noproc`, INTERNAL_ERROR). A message in it proves they run."""
         deadline = asyncio.get_running_loop().time() + _READY_WAIT
         while True:
             try:
                 queue = await channel.declare_queue(name, passive=True)
             except amqp_errors.ChannelNotFoundEntity:
                 raise NotFoundError(f"RabbitMQ has no queue {name!r}") from None
-            if queue.declaration_result.message_count:
+            if queue.declaration_result.message_count or \
+                    asyncio.get_running_loop().time() >= deadline:
                 break
-            if asyncio.get_running_loop().time() >= deadline:
-                await channel.close()
-                return _NothingReady()
             await asyncio.sleep(0.05)
         sub = RabbitMQSubscription(
             self, spec.topic, name, private=False, channel=channel, prefetch=spec.prefetch,
@@ -343,20 +338,6 @@ def _major_version(connection: RobustConnection) -> int:
 
 
 _READY_WAIT = 1.0
-
-
-class _NothingReady(Subscription):
-    """An existing queue with no message ready, left alone: fetches wait for close."""
-
-    def __init__(self) -> None:
-        self._closed = asyncio.Event()
-
-    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
-        await self._closed.wait()
-        return ()
-
-    async def close(self) -> None:
-        self._closed.set()
 
 
 def _refusal(exc: BaseException) -> str | None:
