@@ -9,7 +9,7 @@ import collections
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -109,8 +109,8 @@ class Traffic:
 
 
 @pytest.fixture
-async def url(cluster: LocalKafka) -> AsyncIterator[str]:
-    yield with_query(cluster.url, LOCAL_QUERY)
+def url(cluster: LocalKafka) -> str:
+    return with_query(cluster.url, LOCAL_QUERY)
 
 
 async def test_killing_a_partition_leader_loses_no_confirmed_message(

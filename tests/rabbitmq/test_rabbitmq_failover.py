@@ -200,6 +200,6 @@ async def test_killing_the_quorum_leader_keeps_every_effect_exactly_once(
         await broker.close()  # consumers stop before the store closes
     twice = {k: n for k, n in effects.items() if n > 1}
     report(f"rabbitmq quorum-leader kill ({victim.name}) with dedup: {len(load.confirmed)} "
-          f"confirmed, 0 lost, {len(twice)} effects twice; consuming resumed "
-          f"{load.first_after(load.handled_at, killed_at):.2f}s after the kill")
+           f"confirmed, 0 lost, {len(twice)} effects twice; consuming resumed "
+           f"{load.first_after(load.handled_at, killed_at):.2f}s after the kill")
     assert not twice
