@@ -31,7 +31,7 @@ lint: $(STAMP)
 
 soak: $(STAMP) brokers
 	MSGKIT_CRASH_KILLS=60 $(BIN)/python -m pytest -q -m "soak or not soak" tests/test_crash.py
-	MSGKIT_FAILOVER_ROUNDS=5 $(BIN)/python -m pytest -q -s tests/kafka/test_kafka_failover.py \
+	MSGKIT_FAILOVER_ROUNDS=5 $(BIN)/python -m pytest -q -s -m "soak or not soak" tests/kafka/test_kafka_failover.py \
 		tests/rabbitmq/test_rabbitmq_failover.py
 
 bench: $(STAMP) brokers
