@@ -7,6 +7,7 @@ from msgkit.consumer import Consumer
 from msgkit.context import Context
 from msgkit.errors import (
     AuthenticationError,
+    AuthorizationError,
     BrokerUnavailableError,
     ClosedError,
     ConfigurationError,
@@ -19,6 +20,7 @@ from msgkit.errors import (
     NotFoundError,
     PublishError,
     SerializationError,
+    TLSError,
     UnknownBackendError,
 )
 from msgkit.failure import FailurePolicy, dead_letter_topic
@@ -29,6 +31,7 @@ from msgkit.settings import Settings
 
 __all__ = [
     "AuthenticationError",
+    "AuthorizationError",
     "Broker",
     "BrokerUnavailableError",
     "Capabilities",
@@ -53,6 +56,7 @@ __all__ = [
     "PublishError",
     "SerializationError",
     "Settings",
+    "TLSError",
     "UnknownBackendError",
     "connect",
     "dead_letter_topic",

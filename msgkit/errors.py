@@ -63,6 +63,18 @@ class AuthenticationError(MsgkitError, PermissionError):
     retried; fix the user, password, mechanism or permissions."""
 
 
+class AuthorizationError(MsgkitError, PermissionError):
+    """The broker authenticated the user but refused it this topic, group or queue (Kafka
+    ACLs, RabbitMQ permissions): final, not retried; grant the permission the message names.
+    Publishing raises `PublishError` instead, with the broker's reason."""
+
+
+class TLSError(MsgkitError, ConnectionError):
+    """The TLS handshake failed: the broker's certificate is not signed by a CA the client
+    trusts or does not name the host in the URL, or the broker refused the client's
+    certificate. Final, not retried; the message names the setting to change."""
+
+
 class PublishError(MsgkitError):
     """The broker did not accept a message; `reason` carries the broker's words."""
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -13,7 +14,6 @@ from confluent_kafka.admin import AdminClient
 
 from msgkit.backend import Backend, Capabilities, Publisher, Subscription, SubscriptionSpec
 from msgkit.errors import (
-    AuthenticationError,
     BrokerUnavailableError,
     ClosedError,
     ConfigurationError,
@@ -24,6 +24,7 @@ from msgkit.logs import get_logger
 from msgkit.url import URL
 from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
+from msgkit_kafka.refusals import refusal
 from msgkit_kafka.subscription import KafkaSubscription
 from msgkit_kafka.topics import Topics, retry_topic, validate_name
 from msgkit_kafka.transaction import (
@@ -37,6 +38,8 @@ log = get_logger("msgkit.kafka")
 
 _PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition as Java clients
 RETRY_PRODUCER = {"linger.ms": 0}
+_CONNECT_PROBE = 1.0
+"""Seconds of each metadata attempt in `connect`: how soon a refusal is seen."""
 """For copies awaited one at a time (retry copies, dead letters): librdkafka's default 5 ms
 linger would cap one worker at ~200 of them per second."""
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 20}
@@ -74,7 +77,11 @@ class KafkaBackend(Backend):
         self._closed = False
 
     async def connect(self) -> None:
+        """Reads metadata until the broker answers or `connect_timeout` passes; a refused
+        login or TLS handshake fails at once (librdkafka reports it to `error_cb`)."""
         conf = self.configs.for_kind("admin")
+        refused: list[KafkaError] = []
+        conf["error_cb"] = _also(refused.append, conf.get("error_cb"))
         timeout = self.settings.connect_timeout
         try:
             admin = AdminClient(conf)
@@ -83,23 +90,30 @@ class KafkaBackend(Backend):
         assumed = self.configs.assumed
         if assumed:
             log.info("Kafka credentials in the URL: connecting with %s", ", ".join(assumed))
-        try:
-            md = await asyncio.to_thread(admin.list_topics, timeout=timeout)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            reason = err.str() if isinstance(err, KafkaError) else str(exc)
-            hint = (f"; the URL has credentials, so msgkit used {' and '.join(assumed)}: "
-                    "give security.protocol (e.g. ?security.protocol=SASL_PLAINTEXT for a "
-                    "broker without TLS) and sasl.mechanism (e.g. SCRAM-SHA-512) if the "
-                    "broker differs") if assumed else ""
-            if isinstance(err, KafkaError) and err.code() == KafkaError._AUTHENTICATION:
-                raise AuthenticationError(
-                    f"Kafka at {self.url.redacted} refused the credentials: {reason}{hint}"
+        hint = (f"; the URL has credentials, so msgkit used {' and '.join(assumed)}: "
+                "give security.protocol (e.g. ?security.protocol=SASL_PLAINTEXT for a "
+                "broker without TLS) and sasl.mechanism (e.g. SCRAM-SHA-512) if the "
+                "broker differs") if assumed else ""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                md = await asyncio.to_thread(
+                    admin.list_topics, timeout=min(_CONNECT_PROBE, max(deadline - time.monotonic(), 0.1)))
+                break
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                reason = err.str() if isinstance(err, KafkaError) else str(exc)
+            admin.poll(0)  # serves error_cb
+            seen = [*refused, err] if isinstance(err, KafkaError) else refused
+            for error in seen:
+                found = refusal(error, conf, f"Kafka at {self.url.redacted}", hint)
+                if found is not None:
+                    raise found from None
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailableError(
+                    f"cannot reach Kafka at {self.url.redacted} within {timeout}s: {reason} "
+                    f"(option connect_timeout sets the wait){hint}"
                 ) from None
-            raise BrokerUnavailableError(
-                f"cannot reach Kafka at {self.url.redacted} within {timeout}s: {reason} "
-                f"(option connect_timeout sets the wait){hint}"
-            ) from None
         self._admin = admin
         self._topics = Topics(admin, self.settings)
         quirks = self.settings.tansu_workarounds
@@ -242,3 +256,16 @@ async def _started(txn: TransactionalProducer) -> None:
     except BaseException:
         await txn.close()
         raise
+
+
+def _also(first: Callable[[KafkaError], None],
+          then: Callable[[KafkaError], None] | None) -> Callable[[KafkaError], None]:
+    """An `error_cb` calling `first`, then the user's own one."""
+    if then is None:
+        return first
+
+    def both(err: KafkaError) -> None:
+        first(err)
+        then(err)
+
+    return both

@@ -82,6 +82,8 @@ class KafkaNode:
         self.node_id = node_id
         self.port = free_port(kafka.ports)
         self.controller_port = free_port(kafka.ports)
+        self.listener_ports = {name: free_port(kafka.ports) for name in kafka.listeners}
+        """The port of each extra listener (`LocalKafka(listeners=...)`)."""
         self.dir = kafka.root / f"node-{node_id}"
         self.data = self.dir / "data"
         self.config = self.dir / "server.properties"
@@ -95,15 +97,21 @@ class KafkaNode:
     def write_config(self) -> None:
         nodes = len(self.kafka.nodes)
         replicas, min_isr = str(min(nodes, 3)), str(min(nodes - 1, 2) or 1)
+        extra = {name: f"{name}://127.0.0.1:{port}" for name, port in self.listener_ports.items()}
+        advertised = {name: f"{name}://localhost:{port}"  # the name TLS certificates carry
+                      for name, port in self.listener_ports.items()}
+        protocols = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", **self.kafka.listeners}
         settings = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.voters": self.kafka.voters,
-            "listeners": f"PLAINTEXT://{self.address},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.address}",
+            "listeners": ",".join([f"PLAINTEXT://{self.address}",
+                                   f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                                   *extra.values()]),
+            "advertised.listeners": ",".join([f"PLAINTEXT://{self.address}", *advertised.values()]),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(f"{k}:{v}" for k, v in protocols.items()),
             "log.dirs": str(self.data),
             "offsets.topic.replication.factor": replicas,
             "transaction.state.log.replication.factor": replicas,
@@ -179,14 +187,17 @@ class LocalKafka:
     """Apache Kafka on loopback: `nodes` KRaft nodes, each broker and controller.
 
     Internal and new topics get min(nodes, 3) replicas. `overrides` are extra
-    server.properties for every node."""
+    server.properties for every node; `listeners` adds listeners beside PLAINTEXT (name to
+    security protocol, e.g. {"SASL_SSL": "SASL_SSL"}), each on a port of its own per node.
+    PLAINTEXT stays the inter-broker listener and the one `bootstrap` names."""
 
     def __init__(self, nodes: int = 1, *, overrides: dict[str, str] | None = None,
-                 heap: str = "1g") -> None:
+                 listeners: dict[str, str] | None = None, heap: str = "1g") -> None:
         self.libs = fetch_jars()
         self.java = java()
         self.heap = heap
         self.overrides = dict(overrides or {})
+        self.listeners = dict(listeners or {})
         self.cluster_id = random_cluster_id()
         _sweep_stale_roots()
         self.root = Path(tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-"))

@@ -42,9 +42,10 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from msgkit.errors import ConsumerLostError
+from msgkit.errors import ConsumerLostError, MsgkitError
 from msgkit.logs import get_logger
 from msgkit_kafka.offsets import Key, OffsetTracker, PartitionOffsets
+from msgkit_kafka.refusals import refusal
 from msgkit_kafka.wire import due_at
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ class Poller:
         self._joined = False
         self._last_commit = 0.0
         self._fatal: KafkaError | None = None
+        self._refused: MsgkitError | None = None
+        """The broker refused this client (credentials, TLS, an ACL): it stops with this."""
         self._user_error_cb: Callable[[KafkaError], None] | None = conf.get("error_cb")
         self.conf = {**conf, "error_cb": self._on_error, "on_commit": self._on_commit}
         strategy = str(conf.get("partition.assignment.strategy", ""))
@@ -146,6 +149,8 @@ class Poller:
             while not self._stop.is_set():
                 if self._fatal is not None:
                     raise ConsumerLostError(f"Kafka dropped the consumer: {self._fatal.str()}")
+                if self._refused is not None:
+                    raise self._refused
                 self._flow()
                 wait = self._release_due()
                 if self._commands:
@@ -506,7 +511,7 @@ class Poller:
             self._user_error_cb(err)
         if err.fatal():
             self._fatal = err
-        else:
+        elif not self._refused_by(err):
             log.debug("Kafka consumer of %r: %s", self.topic, err.str())
 
     def _record_error(self, err: KafkaError) -> None:
@@ -514,8 +519,14 @@ class Poller:
             return
         if err.fatal():
             self._fatal = err
-        else:
+        elif not self._refused_by(err):
             log.warning("Kafka consumer of %r: %s", self.topic, err.str())
+
+    def _refused_by(self, err: KafkaError) -> bool:
+        found = refusal(err, self.conf, f"Kafka (the consumer of {self.topic!r})")
+        if found is not None and self._refused is None:
+            self._refused = found
+        return found is not None
 
     # -- start positions --------------------------------------------------------------
 

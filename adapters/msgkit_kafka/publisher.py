@@ -20,11 +20,12 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from multidict import MultiDict
 
 from msgkit.backend import Publisher
-from msgkit.errors import ConfigurationError, PublishError, SerializationError
+from msgkit.errors import AuthorizationError, ConfigurationError, PublishError, SerializationError
 from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
 from msgkit.message import Key, Outgoing
 from msgkit_kafka.config import redacted
+from msgkit_kafka.refusals import AUTHORIZATION_CODES
 from msgkit_kafka.topics import Topics, retry_topic, validate_name
 from msgkit_kafka.wire import DUE_AT, ORIGINAL_TOPIC
 
@@ -100,6 +101,9 @@ def explained(err: KafkaError) -> str:
     if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
         return (f"{err.str()}: raise the producer's message.max.bytes (librdkafka's default "
                 "1000000) and, above the broker's limit, the topic's max.message.bytes")
+    if err.code() in AUTHORIZATION_CODES:
+        return (f"{err.str()}: grant this client's principal WRITE on the topic (and on its "
+                "transactional id for exactly-once)")
     return err.str()
 
 
@@ -123,6 +127,8 @@ class NativeProducer:
         self._room: list[asyncio.Future[None]] = []
         self._flushes: list[tuple[float, asyncio.Future[int]]] = []
         self._lock = threading.Lock()
+        self.fatal = False
+        """librdkafka raised a fatal error: this client can publish no more."""
         self._thread = threading.Thread(target=self._poll, name="msgkit-kafka-producer",
                                         daemon=True)
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -132,7 +138,13 @@ class NativeProducer:
         producer = self.producer
         try:
             while not self._stop.is_set():
-                served = producer.poll(_POLL_SECONDS)
+                try:
+                    served = producer.poll(_POLL_SECONDS)
+                except KafkaException as exc:
+                    # confluent-kafka raises a fatal error (e.g. a fenced transactional
+                    # producer) from poll; the failed messages' reports still come after it.
+                    self._fatal(exc)
+                    served = 0
                 if served and self._room:
                     self._loop.call_soon_threadsafe(self._wake_room)
                 if self._flushes:
@@ -149,6 +161,12 @@ class NativeProducer:
         finally:
             with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                 self._loop.call_soon_threadsafe(_set, self._done, None)
+
+    def _fatal(self, exc: KafkaException) -> None:
+        if not self.fatal:
+            log.error("the Kafka producer failed for good (its unconfirmed messages fail; a "
+                      "transactional one is replaced): %s", exc.args[0] if exc.args else exc)
+        self.fatal = True
 
     def _wake_room(self) -> None:
         room, self._room = self._room, []
@@ -253,10 +271,12 @@ class KafkaPublisher(Publisher):
         """Creates the topics of `messages[i:]` that are new (before any of them is sent)."""
         try:
             await self._topics.ensure(out.topic for out in messages[i:])
-        except BaseException:
+        except BaseException as exc:
             if batch is not None:
                 batch.future.add_done_callback(_retrieve)
                 batch.unsent(len(messages) - i)
+            if isinstance(exc, AuthorizationError):  # what a refused write is to a producer
+                raise PublishError(str(exc), reason=str(exc.__cause__ or exc)) from exc
             raise
 
     async def _produce_when_room(self, topic: str, value: bytes, key: Key | None,

@@ -13,7 +13,12 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from msgkit.errors import BrokerUnavailableError, ConfigurationError, InvalidTopicError
+from msgkit.errors import (
+    AuthorizationError,
+    BrokerUnavailableError,
+    ConfigurationError,
+    InvalidTopicError,
+)
 from msgkit_kafka.config import Settings
 
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -114,10 +119,19 @@ class Topics:
             md: Any = self._admin.list_topics(timeout=timeout)
         except KafkaException as exc:
             raise _admin_error("cannot read Kafka metadata", exc) from exc
+        for n in names:
+            error = md.topics[n].error if n in md.topics else None
+            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise AuthorizationError(f"Kafka refused access to topic {n!r}: {error.str()}"
+                                         f"{_GRANT}")
         return {
             n for n in names
             if n in md.topics and md.topics[n].error is None and md.topics[n].partitions
         }
+
+
+_GRANT = ("; grant this client's principal an ACL for the topic (DESCRIBE, and READ to consume, "
+          "WRITE to publish, CREATE for msgkit to create it), or create the topic beforehand")
 
 
 def _admin_error(what: str, exc: KafkaException) -> Exception:
@@ -126,7 +140,9 @@ def _admin_error(what: str, exc: KafkaException) -> Exception:
     code = err.code() if isinstance(err, KafkaError) else None
     if code in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN):
         return BrokerUnavailableError(f"{what}: {reason}")
-    if code in (KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+        return AuthorizationError(f"{what}: {reason}{_GRANT}")
+    if code in (KafkaError.TOPIC_EXCEPTION,
                 KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS,
                 KafkaError.POLICY_VIOLATION):
         return ConfigurationError(f"{what}: {reason}")

@@ -24,6 +24,8 @@ An EXACTLY_ONCE producer (no consumer) makes each `publish` call one transaction
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +51,10 @@ log = get_logger("msgkit.kafka")
 TRANSACTION_DEFAULTS = {"transaction.timeout.ms": 10_000}
 """How long a dead member's open transaction blocks read_committed readers of its output."""
 _TRIES = 3
+_GRACE = 5.0
+"""How long past its own timeout a transactional call may block before the producer is
+given up: librdkafka can wait forever for a group coordinator that moved (its issues #5456
+and #5511), and a SIGKILLed broker's successor was seen to be missed for over 90 s."""
 
 
 def transactional_config(conf: Mapping[str, Any], name: str, fixed_id: str) -> dict[str, Any]:
@@ -77,17 +83,47 @@ class TransactionalProducer:
         self.publisher: KafkaPublisher | None = None
         self.transaction_timeout = float(conf.get("transaction.timeout.ms", 60_000)) / 1000
         self.on_close: Callable[[], None] | None = None
+        self._wedged = False
+        """A transactional call never returned: only a new producer (fencing this one) helps."""
 
     async def start(self) -> None:
         native = NativeProducer(Guarantee.EXACTLY_ONCE, self.conf)
+        self._wedged = False
         try:
-            await asyncio.to_thread(native.producer.init_transactions, self._timeout)
+            await self._bounded(native.producer.init_transactions, self._timeout)
         except KafkaException as exc:
             await native.close(0)
             raise PublishError(f"Kafka refused a transactional producer: {exc}",
                                reason=str(exc)) from exc
         self._native = native
         self.publisher = KafkaPublisher(native, self._topics, self._close_timeout)
+
+    async def _bounded(self, call: Callable[[float], None], timeout: float) -> None:
+        """Runs a blocking transactional `call(timeout)` in a thread of its own (one that never
+        returns must not hold a worker of the shared executor); past `timeout` + `_GRACE` the
+        producer is wedged and raises a non-retriable `_TIMED_OUT`."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def run() -> None:
+            outcome: BaseException | None = None
+            try:
+                call(timeout)
+            except BaseException as exc:  # handed to the awaiting task
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve, done, outcome)
+
+        threading.Thread(target=run, name="msgkit-kafka-transaction", daemon=True).start()
+        try:
+            outcome = await asyncio.wait_for(done, timeout + _GRACE)
+        except TimeoutError:
+            self._wedged = True
+            raise KafkaException(KafkaError(
+                KafkaError._TIMED_OUT, f"the Kafka transaction call did not return within "
+                f"{timeout + _GRACE:.0f}s; the producer is replaced")) from None
+        if outcome is not None:
+            raise outcome
 
     @property
     def native(self) -> NativeProducer:
@@ -102,37 +138,42 @@ class TransactionalProducer:
         """Adds `offsets` for the group of `metadata` and commits; raises `KafkaException`.
         Each step is retried alone while librdkafka calls its error retriable."""
         producer = self.native.producer
+        if offsets:
+            await self._retried(
+                lambda t: producer.send_offsets_to_transaction(offsets, metadata, t))
+        await self._retried(producer.commit_transaction)
 
-        def retried(step: Callable[[], None]) -> None:
-            for attempt in range(1, _TRIES + 1):
-                try:
-                    step()
-                    return
-                except KafkaException as exc:
-                    err = _error(exc)
-                    if attempt == _TRIES or err is None or not err.retriable():
-                        raise
-
-        def run() -> None:
-            if offsets:
-                retried(lambda: producer.send_offsets_to_transaction(offsets, metadata,
-                                                                     self._timeout))
-            retried(lambda: producer.commit_transaction(self._timeout))
-
-        await asyncio.to_thread(run)
+    async def _retried(self, step: Callable[[float], None]) -> None:
+        for attempt in range(1, _TRIES + 1):
+            try:
+                await self._bounded(step, self._timeout)
+                return
+            except KafkaException as exc:
+                err = _error(exc)
+                if attempt == _TRIES or err is None or not err.retriable():
+                    raise
 
     async def abort(self) -> bool:
         """Aborts the open transaction. A producer that cannot abort is replaced, and then
         whether the transaction committed is unknown: returns False in that case."""
-        try:
-            await asyncio.to_thread(self.native.producer.abort_transaction, self._timeout)
-            return True
-        except KafkaException as exc:
-            log.warning("aborting a Kafka transaction failed (%s); starting a new producer", exc)
+        if not self._wedged:  # a wedged producer would refuse: a call is still under way
+            try:
+                await self._bounded(self.native.producer.abort_transaction, self._timeout)
+                return True
+            except KafkaException as exc:
+                log.warning("aborting a Kafka transaction failed (%s); starting a new producer",
+                            exc)
         old = self.native
         self._native = self.publisher = None
         await old.close(0)
-        await self.start()  # fences the old producer: its transaction ends either way
+        for attempt in range(1, _TRIES + 1):  # a coordinator that moves may not answer yet
+            try:
+                await self.start()  # fences the old producer: its transaction ends either way
+                break
+            except PublishError as exc:
+                if attempt == _TRIES:
+                    raise
+                log.warning("a new Kafka transactional producer failed, trying again: %s", exc)
         return False
 
     async def close(self) -> None:
@@ -402,3 +443,8 @@ class TransactionalPublisher(Publisher):
 
     def describe(self) -> dict[str, Any]:
         return self._producer.describe()
+
+
+def _resolve(future: asyncio.Future[BaseException | None], outcome: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(outcome)

@@ -47,10 +47,11 @@ from msgkit.backend import (
     SubscriptionSpec,
 )
 from msgkit.errors import (
-    AuthenticationError,
+    AuthorizationError,
     BrokerUnavailableError,
     ClosedError,
     ConfigurationError,
+    MsgkitError,
     NotFoundError,
 )
 from msgkit.guarantee import Guarantee
@@ -61,6 +62,7 @@ from msgkit_rabbitmq import topology
 from msgkit_rabbitmq.nodes import NodesConnection
 from msgkit_rabbitmq.publisher import RabbitMQPublisher, transient
 from msgkit_rabbitmq.redeliver import Redeliverer
+from msgkit_rabbitmq.refusals import PERMISSIONS_HINT, access_refused, refusal
 from msgkit_rabbitmq.subscription import RabbitMQSubscription
 
 log = get_logger("msgkit.rabbitmq")
@@ -87,6 +89,10 @@ class RabbitMQBackend(Backend):
         self._subscriptions: set[RabbitMQSubscription] = set()
         self._declaring: dict[str, asyncio.Lock] = {}
         self.server_major = 3
+        self._client_cert = "certfile" in self.url.query or "ssl_context" in self._connect_options
+        self.refused: MsgkitError | None = None
+        """The broker refused a reconnection (login, vhost or TLS): final."""
+        self._watching: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         """Connects to the first node that answers, trying each in turn (one URL may list
@@ -106,16 +112,13 @@ class RabbitMQBackend(Backend):
                     await connection.close()
                 if isinstance(exc, asyncio.CancelledError):
                     raise
-                refusal = _refusal(exc)
-                if refusal is not None:
-                    raise AuthenticationError(
-                        f"RabbitMQ at {self.url.redacted} refused the connection: {refusal}; "
-                        "check the user, password and virtual host (and the user's "
-                        "permissions on it)"
-                    ) from None
+                refused = refusal(exc, self.url.redacted, self._client_cert)
+                if refused is not None:
+                    raise refused from None
                 failures.append(redact(str(exc)) or type(exc).__name__)
                 continue
             self._connection = connection
+            connection.close_callbacks.add(self._on_connection_lost)
             self.server_major = _major_version(connection)
             log.debug("connected to RabbitMQ %d.x at %s", self.server_major, connection.node)
             return
@@ -124,6 +127,38 @@ class RabbitMQBackend(Backend):
             f"{'; '.join(failures)}; is the server running and the URL (host, port, user, "
             "vhost) right?"
         )
+
+    def _on_connection_lost(self, connection: Any, exc: BaseException | None) -> None:
+        current = self._connection
+        if current is not None and connection is current and self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(self._watch(current))
+
+    async def _watch(self, connection: NodesConnection) -> None:
+        """While the connection is down, a login of its own asks why: a refused login or TLS
+        handshake (permissions or the user revoked, a certificate replaced) stops consumers
+        and producers with that error, instead of aio-pika reconnecting forever."""
+        try:
+            while connection is self._connection and not connection.connected.is_set():
+                await asyncio.sleep(self.settings.reconnect_interval)
+                if connection.connected.is_set():
+                    return
+                probe = self._connection_to(self._native_urls)
+                try:
+                    await asyncio.wait_for(probe.connect(timeout=self.settings.connect_timeout),
+                                           self.settings.connect_timeout + 1)
+                except Exception as exc:
+                    self.refused = refusal(exc, self.url.redacted, self._client_cert)
+                    if self.refused is not None:
+                        log.error("%s", self.refused)
+                        for sub in list(self._subscriptions):
+                            sub.lose(self.refused)
+                        await connection.close()  # stops the reconnecting; publishes fail
+                        return
+                finally:
+                    with contextlib.suppress(Exception):
+                        await probe.close()
+        finally:
+            self._watching = None
 
     def _connection_to(self, urls: list[str]) -> NodesConnection:
         """A robust connection whose attempts go to `urls` in turn, first to `urls[0]`."""
@@ -181,6 +216,10 @@ class RabbitMQBackend(Backend):
             try:
                 sub = await self._subscribe(spec, name, args, private)
             except amqp_errors.ChannelClosed as exc:
+                if access_refused(exc):
+                    raise AuthorizationError(
+                        f"RabbitMQ refused user {self.url.username!r} the queue {name!r} of "
+                        f"topic {spec.topic!r}: {exc}; {PERMISSIONS_HINT}") from exc
                 raise ConfigurationError(
                     f"RabbitMQ refused to set up queue {name!r} on exchange {spec.topic!r}: "
                     f"{exc}; an exchange or queue of that name exists with other settings "
@@ -338,18 +377,3 @@ def _major_version(connection: RobustConnection) -> int:
 
 
 _READY_WAIT = 1.0
-
-
-def _refusal(exc: BaseException) -> str | None:
-    """The broker's words when it refused the login or the virtual host (final: retrying
-    cannot help), else None."""
-    if isinstance(exc, amqp_errors.ProbableAuthenticationError):
-        return redact(str(exc.args[0] if exc.args else exc))
-    for arg in getattr(exc, "args", ()):
-        code = getattr(arg, "reply_code", None)
-        if code in (_ACCESS_REFUSED, _NOT_ALLOWED):
-            return redact(str(getattr(arg, "reply_text", "") or code))
-    return None
-
-
-_ACCESS_REFUSED, _NOT_ALLOWED = 403, 530  # AMQP reply codes: login, virtual host

@@ -28,14 +28,17 @@ _START_SECONDS = 120.0
 class RabbitNode:
     """One node: its name, ports, and the server process (started in a session of its own)."""
 
-    def __init__(self, cluster: LocalRabbitCluster, index: int) -> None:
-        self.name = f"{PREFIX}{index}@localhost"
-        self.port = free_port(cluster.ports)
-        self.dist_port = free_port(cluster.ports)
-        self.plugins = cluster.root / f"plugins-{index}"
+    def __init__(self, name: str, root: Path, server: str, ports: set[int],
+                 config: Path | None = None) -> None:
+        self.name = f"{name}@localhost"
+        self.port = free_port(ports)
+        self.dist_port = free_port(ports)
+        self.plugins = root / f"plugins-{name}"
         self.plugins.write_text("[].\n")  # no plugins: nothing to start but the broker
-        self.log_dir = cluster.root
-        self.server = cluster.server
+        self.log_dir = root
+        self.server = server
+        self.config = config
+        """A rabbitmq.conf for this node (e.g. a TLS listener), or none."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,7 +49,7 @@ class RabbitNode:
         env = {**os.environ, "RABBITMQ_NODENAME": self.name,
                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
                "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
-               "RABBITMQ_CONFIG_FILE": "/nonexistent",
+               "RABBITMQ_CONFIG_FILE": str(self.config or "/nonexistent"),
                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.plugins),
                "RABBITMQ_LOG_BASE": str(self.log_dir)}
         self.process = subprocess.Popen(
@@ -108,8 +111,9 @@ class LocalRabbitCluster:
         self.root.mkdir(parents=True)
         shutil.chown(self.root, "rabbitmq", "rabbitmq")  # the server runs as rabbitmq
         self.ports: set[int] = set()
-        self.nodes = [RabbitNode(self, i) for i in range(1, nodes + 1)]
-        _kill_leftovers()
+        self.nodes = [RabbitNode(f"{PREFIX}{i}", self.root, self.server, self.ports)
+                      for i in range(1, nodes + 1)]
+        kill_leftovers()
         try:
             for node in self.nodes:
                 node.start()
@@ -158,14 +162,15 @@ class LocalRabbitCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
-        _kill_leftovers()
+        kill_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _kill_leftovers() -> None:
-    """Kills nodes of an earlier run and wipes their data, so each cluster starts new."""
-    run("pkill", "-KILL", "-f", f"{PREFIX}[0-9]+@localhost", timeout=10)
-    for path in _MNESIA.glob(f"{PREFIX}*"):
+def kill_leftovers(names: str = f"{PREFIX}[0-9]+", prefix: str = PREFIX) -> None:
+    """Kills nodes of an earlier run (node names matching the regex `names`) and wipes their
+    data (directories starting with `prefix`), so each starts new."""
+    run("pkill", "-KILL", "-f", f"{names}@localhost", timeout=10)
+    for path in _MNESIA.glob(f"{prefix}*"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:

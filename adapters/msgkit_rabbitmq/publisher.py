@@ -27,6 +27,7 @@ from msgkit.errors import PublishError
 from msgkit.logs import get_logger
 from msgkit.message import HeaderValue, Outgoing
 from msgkit_rabbitmq import topology, wire
+from msgkit_rabbitmq.refusals import PERMISSIONS_HINT, access_refused
 
 if TYPE_CHECKING:
     from msgkit_rabbitmq.backend import RabbitMQBackend
@@ -135,6 +136,9 @@ class RabbitMQPublisher(Publisher):
     async def _publish(self, messages: Sequence[Outgoing], route: Route, *, declare: bool) -> None:
         if self._closed:
             raise PublishError("this RabbitMQ publisher is closed", reason="closed")
+        if self._backend.refused is not None:  # a publish under way then ends at its deadline
+            raise PublishError(f"{self._backend.refused}; {len(messages)} message(s) not sent",
+                               reason=str(self._backend.refused))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         pending = messages
@@ -158,7 +162,12 @@ class RabbitMQPublisher(Publisher):
                     await asyncio.sleep(pause)  # let aio-pika notice a loss before renewing
                     pause = min(pause * 2, _MAX_PAUSE)
                     await self._renew()
-            except TimeoutError:
+            except Exception as exc:
+                if self._backend.refused is not None:
+                    raise PublishError(f"{self._backend.refused}; {len(pending)} message(s) "
+                                       "not sent", reason=str(self._backend.refused)) from exc
+                if not isinstance(exc, TimeoutError):
+                    raise
                 why = (f"; it refused (nack) {refused} of them at the last try: a quorum queue "
                        "without a leader, or a full queue with x-overflow=reject-publish"
                        ) if refused else ""
@@ -260,8 +269,9 @@ class RabbitMQPublisher(Publisher):
             self._declared.discard(out.topic)  # the exchange was deleted: declare it again
             return _Retry
         if isinstance(result, amqp_errors.ChannelClosed):
+            hint = f"; {PERMISSIONS_HINT}" if access_refused(result) else ""
             return PublishError(
-                f"RabbitMQ closed the channel publishing to {out.topic!r}: {result}",
+                f"RabbitMQ closed the channel publishing to {out.topic!r}: {result}{hint}",
                 reason=str(result),
             )
         if isinstance(result, (*TRANSIENT, asyncio.CancelledError)):
@@ -303,11 +313,10 @@ class RabbitMQPublisher(Publisher):
                     await queue.bind(exchange, "#", robust=False)
                 return
             except amqp_errors.ChannelClosed as exc:
-                raise PublishError(
-                    f"RabbitMQ refused the topology of topic {topic!r}: {exc}; an exchange or "
-                    "queue of that name exists with other settings (delete it or match them)",
-                    reason=str(exc),
-                ) from exc
+                hint = (PERMISSIONS_HINT if access_refused(exc) else "an exchange or queue of "
+                        "that name exists with other settings (delete it or match them)")
+                raise PublishError(f"RabbitMQ refused the topology of topic {topic!r}: {exc}; "
+                                   f"{hint}", reason=str(exc)) from exc
             except BaseException as exc:
                 if not transient(exc):
                     raise

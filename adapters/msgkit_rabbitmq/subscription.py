@@ -18,7 +18,7 @@ from aio_pika import RobustChannel
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustQueue
 
 from msgkit.backend import Delivery, Subscription
-from msgkit.errors import BrokerUnavailableError, ConsumerLostError
+from msgkit.errors import BrokerUnavailableError, ConsumerLostError, MsgkitError
 from msgkit.logs import get_logger
 from msgkit.message import Headers, Message
 from msgkit_rabbitmq import wire
@@ -110,7 +110,7 @@ class RabbitMQSubscription(Subscription):
         self._buffer: deque[AbstractIncomingMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
-        self._lost: str | None = None
+        self._lost: MsgkitError | None = None
         self._acks: AckBatcher | None = None
 
     async def start(self, queue: AbstractRobustQueue, arguments: Mapping[str, Any] | None) -> None:
@@ -139,7 +139,7 @@ class RabbitMQSubscription(Subscription):
         topic = self.topic
         while True:
             if self._lost is not None:
-                raise ConsumerLostError(self._lost)
+                raise self._lost
             if self.closed:
                 return ()
             out: list[RabbitMQDelivery] = []
@@ -159,9 +159,10 @@ class RabbitMQSubscription(Subscription):
             finally:
                 self._waiter = None
 
-    def lose(self, reason: str) -> None:
-        """The connection closed for good under this subscription."""
-        self._lost = reason
+    def lose(self, reason: str | MsgkitError) -> None:
+        """The connection closed for good under this subscription (or the broker refused
+        it back: then `reason` is that error)."""
+        self._lost = ConsumerLostError(reason) if isinstance(reason, str) else reason
         self._wake()
 
     def _wake(self) -> None:

@@ -75,3 +75,21 @@ class Collector:
         await eventually(lambda: len(self.failures) >= count, timeout=timeout,
                          message=f"{count} failures")
         return self.failures
+
+
+class Holding:
+    """A handler that records the value of every message it starts and holds those `hold`
+    picks until `release()`: unfinished, so never acknowledged or committed meanwhile."""
+
+    def __init__(self, hold: Callable[[Message], bool]) -> None:
+        self.started: list[bytes] = []
+        self._hold = hold
+        self._released = asyncio.Event()
+
+    async def __call__(self, msg: Message) -> None:
+        self.started.append(msg.value)
+        if self._hold(msg):
+            await self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()

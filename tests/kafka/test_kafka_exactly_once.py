@@ -4,6 +4,7 @@ one transaction with the consumed offsets, one transaction per batch."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
@@ -235,3 +236,55 @@ async def test_a_transaction_that_cannot_end_stops_the_consumer_and_commits_noth
     with pytest.raises(ConsumerLostError, match="ending a Kafka transaction"):
         await asyncio.wait_for(consumer.wait(), WAIT)
     assert await committed("eos", unique_name, 0) < 0  # the batch is left to the next owner
+
+
+async def test_a_transactional_call_that_never_returns_replaces_the_producer(
+    kafka1: msgkit.Broker, unique_name: str, wait_committed: WaitCommitted,
+    monkeypatch: pytest.MonkeyPatch, sub_of: SubOf,
+) -> None:
+    """librdkafka can block in send_offsets_to_transaction past its timeout while a group
+    coordinator moves: the batch is redone on a new producer instead of waiting forever."""
+    monkeypatch.setattr("msgkit_kafka.transaction._GRACE", 0.5)
+    real_start = TransactionalProducer.start
+    hangs = threading.Event()  # released at the end: the stuck thread then returns
+    wedged: list[_Wedged] = []
+
+    async def start_wedged_once(self: TransactionalProducer) -> None:
+        await real_start(self)
+        if not wedged:
+            self._timeout = 1.0  # the call's own timeout, which librdkafka overran
+            wedged.append(_Wedged(self.native.producer, hangs))
+            self.native.producer = wedged[0]  # type: ignore[assignment]
+
+    monkeypatch.setattr(TransactionalProducer, "start", start_wedged_once)
+    outputs = Collector()
+    await kafka1.consumer(f"{unique_name}.out", group="verify").start(outputs)
+
+    async def relay(msg: msgkit.Message, ctx: msgkit.Context) -> None:
+        await ctx.send(f"{unique_name}.out", msg.value)
+
+    consumer = kafka1.consumer(unique_name, group="eos", guarantee=EOS)
+    try:
+        await consumer.start(relay)
+        await kafka1.producer().send_many(unique_name, [b"a", b"b", b"c"])
+        await wait_committed("eos", unique_name, 0, 3)
+        got = await outputs.wait_for(3, timeout=WAIT)
+    finally:
+        hangs.set()
+    assert sorted(m.value for m in got) == [b"a", b"b", b"c"]  # the wedged batch: aborted
+    txn = sub_of(consumer)._txn
+    assert txn is not None and txn.aborts == 1 and consumer.running
+
+
+class _Wedged:
+    """A producer whose send_offsets_to_transaction blocks until `released`."""
+
+    def __init__(self, producer: object, released: threading.Event) -> None:
+        self._producer = producer
+        self._released = released
+
+    def send_offsets_to_transaction(self, *args: object) -> None:
+        self._released.wait()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._producer, name)

@@ -25,6 +25,7 @@ ROUNDS = int(os.environ.get("MSGKIT_FAILOVER_ROUNDS", "1"))
 """Kills per failover test: 1 in `make test`, more in `make soak`."""
 WAIT = 90.0
 """Deadline for recoveries: a node is fenced after 3 s, a JVM restarts in 5-15 s here."""
+pytestmark = pytest.mark.timeout(4 * WAIT)  # a test waits for several recoveries
 
 
 @pytest.fixture
@@ -193,7 +194,6 @@ async def test_a_rolling_restart_loses_no_confirmed_message(
           f"{traffic.failed_sends} sends failed")
 
 
-@pytest.mark.soak  # 1 of 6 runs: not every input relayed within 90 s; see issue 18
 async def test_exactly_once_relay_stays_exactly_once_when_a_leader_dies(
     cluster: LocalKafka, url: str, unique_name: str, report: Callable[[str], None]
 ) -> None:
