@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgkit
 from bench.harness import Countdown
+from msgkit.instrument import Instrument
 from msgkit.testing.collect import eventually
 from msgkit_memory.hub import Hub
 
@@ -43,11 +44,12 @@ async def send_to_handler(
     producer: dict[str, Any] | None = None,
     consumer: dict[str, Any] | None = None,
     chunk: int = CHUNK,
+    instruments: Sequence[Instrument] = (),
 ) -> float:
     """Seconds from the first send to the `n`th handled message; `handler` is a
     `Countdown(n + 1)` (the warm-up message counts). Sends are pipelined `send_many` chunks."""
     topic = fresh_topic()
-    async with msgkit.connect(url) as broker:
+    async with msgkit.connect(url, instruments=instruments) as broker:
         try:
             reader = broker.consumer(topic, group="g", **(consumer or {}))
             await reader.start(handler)

@@ -194,6 +194,8 @@ class Publisher(ABC):
 class Backend(ABC):
     """One connection to one broker, made from a URL and backend-native options."""
 
+    system: str = "msgkit"
+    """The broker's name in traces and metrics (OpenTelemetry's `messaging.system`)."""
     capabilities: Capabilities = Capabilities()
     single_send_options: Mapping[str, Any] = MappingProxyType({})
     """Producer options for sends that are each awaited alone (dead letters): a client that
@@ -232,6 +234,23 @@ class Backend(ABC):
     @abstractmethod
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join the group and return once deliveries can flow (assignment done, queue bound)."""
+
+    @property
+    def connected(self) -> bool:
+        """False while the backend knows it lost the broker (reconnecting): the worker's
+        `/readyz` says not ready. Backends whose client reconnects silently say True."""
+        return True
+
+    async def lag(self, topic: str, group: str) -> dict[str, int]:
+        """Messages of `topic` waiting for `group`, per partition or queue (an operator's
+        view: the broker's own numbers, not this process's); empty when the broker knows no
+        such topic or group. Optional: the default says the backend cannot tell."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell a group's lag")
+
+    def span_attributes(self, message: Message) -> Mapping[str, Any]:
+        """The broker's own attributes of a received message for a trace (OpenTelemetry's
+        names: Kafka's partition, offset and key, RabbitMQ's routing key)."""
+        return {}
 
     @property
     def native(self) -> Any:

@@ -15,6 +15,7 @@ from msgkit.errors import ConfigurationError, InvalidTopicError
 from msgkit.failure import FailurePolicy
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Handler
+from msgkit.instrument import Instrument
 from msgkit.logs import get_logger
 from msgkit.producer import Producer
 from msgkit.registry import backend_class
@@ -24,17 +25,20 @@ from msgkit.url import URL
 log = get_logger("msgkit")
 
 
-def connect(url: str | None = None, *, settings: Settings | None = None, **options: Any) -> Broker:
+def connect(url: str | None = None, *, settings: Settings | None = None,
+            instruments: Sequence[Instrument] = (), **options: Any) -> Broker:
     """A broker for `url` (else `MSGKIT_URL`, else `memory://`). Use it with `async with`.
 
-    `options` are backend-native settings passed through untouched (librdkafka settings
-    for Kafka, connection options for RabbitMQ); URL query parameters count as options too.
+    `instruments` see every publish and every message handled (`msgkit.tracing.Tracing`,
+    `msgkit.metrics.Metrics`). `options` are backend-native settings passed through
+    untouched (librdkafka settings for Kafka, connection options for RabbitMQ); URL query
+    parameters count as options too.
     """
     settings = settings or Settings()
     parsed = URL.parse(url if url is not None else settings.url)
     cls = backend_class(parsed.scheme)
     backend = cls(parsed, {**parsed.query, **options})
-    return Broker(backend, settings)
+    return Broker(backend, settings, instruments)
 
 
 class Broker:
@@ -43,9 +47,16 @@ class Broker:
     `async with msgkit.connect("kafka://localhost:9092") as broker: ...`
     """
 
-    def __init__(self, backend: Backend, settings: Settings) -> None:
+    def __init__(self, backend: Backend, settings: Settings,
+                 instruments: Sequence[Instrument] = ()) -> None:
         self.backend = backend
         self.settings = settings
+        self.instruments = tuple(instruments)
+        for instrument in self.instruments:
+            if not isinstance(instrument, Instrument):
+                raise ConfigurationError(
+                    f"instruments= takes msgkit.instrument.Instrument objects (Tracing(), "
+                    f"Metrics()), not {instrument!r}")
         self._consumers: set[Consumer] = set()
         self._producers: list[Producer] = []
         self._subscribers: list[tuple[Consumer, Handler]] = []

@@ -6,12 +6,14 @@ The broker comes from `--url` or `MSGKIT_URL` (as for `msgkit.connect()`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
@@ -48,15 +50,15 @@ def _filter(exception: str | None, key: str | None, since: dt.datetime | None,
                   failed_before=seconds(until))
 
 
-def _run(url: str | None, work: Callable[[msgkit.Broker], Awaitable[T]]) -> T:
+def _run(url: str | None, work: Callable[[msgkit.Broker], Awaitable[T]],
+         what: str = "dead letters", instead: str = "msgkit.dlq.DeadLetterQueue") -> T:
     async def main() -> T:
         async with msgkit.connect(url) as broker:
             if broker.backend.url.scheme == "memory":
                 raise ConfigurationError(
-                    f"{broker.url} keeps its dead letters inside the process that runs it; "
-                    "this command runs in another process and cannot see them. Read them with "
-                    "msgkit.dlq.DeadLetterQueue in that process, or give --url / MSGKIT_URL "
-                    "of a Kafka or RabbitMQ broker"
+                    f"{broker.url} keeps its {what} inside the process that runs it; this "
+                    f"command runs in another process and cannot see them. Use {instead} in "
+                    "that process, or give --url / MSGKIT_URL of a Kafka or RabbitMQ broker"
                 )
             return await work(broker)
 
@@ -158,6 +160,68 @@ def purge(topic: Topic, group: Group, url: Url = None, exception: Exc = None, ke
     purged = _run(url, lambda b: DeadLetterQueue(b, topic, group).purge(
         where=where, missing_ok=False))
     console.print(f"purged {purged} message(s)")
+
+
+@app.command()
+def lag(
+    topic: Annotated[str, typer.Argument(help="The topic the groups consume.")],
+    groups: Annotated[list[str], typer.Option("--group", "-g", help="A consumer group (repeat for more).")],
+    url: Url = None,
+    watch: Annotated[float | None, typer.Option(
+        "--watch", help="Refresh every this many seconds until Ctrl-C.")] = None,
+) -> None:
+    """Messages waiting for each group: per partition on Kafka (end offset minus the
+    group's committed offset), the group queue's ready messages on RabbitMQ."""
+
+    async def table(broker: msgkit.Broker) -> Table:
+        out = Table("group", "partition / queue", "lag", title=f"{topic} on {broker.url}")
+        for group in groups:
+            parts = await broker.backend.lag(topic, group)
+            if not parts:
+                out.add_row(escape(group), "[dim]no such topic or group[/dim]", "-")
+            for part, count in parts.items():
+                out.add_row(escape(group), escape(part), str(count))
+            if len(parts) > 1:
+                out.add_row(escape(group), "[bold]total[/bold]", f"[bold]{sum(parts.values())}[/bold]")
+        return out
+
+    async def show(broker: msgkit.Broker) -> None:
+        if watch is None:
+            console.print(await table(broker))
+            return
+        with Live(await table(broker), console=console) as live:
+            while True:
+                await asyncio.sleep(watch)
+                live.update(await table(broker))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(url, show, what="queues", instead="Consumer.lag()")
+
+
+@app.command("run")
+def run_worker(
+    target: Annotated[str, typer.Argument(
+        help="module:attribute of a Broker with @broker.subscriber handlers.")],
+    port: Annotated[int | None, typer.Option(
+        "--port", help="Serve /healthz, /readyz and /metrics on this port (0: any free one).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+    drain_timeout: Annotated[float, typer.Option(
+        "--drain-timeout", help="Seconds in-flight messages may take to finish on SIGTERM.")] = 30.0,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+) -> None:
+    """Run a service's consumers until SIGTERM or SIGINT, then drain and exit (0: stopped
+    as asked, 1: failed, 2: the target cannot be loaded)."""
+    from msgkit import jsonlog, worker
+
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format is text or json")
+    jsonlog.configure(log_format)
+    if workers > 1:
+        code = worker.supervise(target, workers=workers, port=port, drain_timeout=drain_timeout,
+                                log_format=log_format)
+    else:
+        code = worker.run(target, port=port, drain_timeout=drain_timeout)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
 from msgkit.handler import Bound, Handler, adapt, adapt_batch, failure_of, guarded
+from msgkit.instrument import Source, observed_handling, observed_publish, report
 from msgkit.logs import get_logger
 from msgkit.message import Headers, Message, Outgoing
 from msgkit.outbox import OUTBOX
@@ -107,6 +108,8 @@ class Consumer:
         self._task: asyncio.Task[None] | None = None
         self._producer: Producer | None = None
         self._dead_letters: Producer | None = None
+        self._observing = bool(broker.instruments)
+        """The broker has instruments: outcomes are reported to them."""
 
     async def start(self, handler: Handler) -> None:
         """Subscribe and return once messages can flow; handling continues in the background."""
@@ -129,8 +132,12 @@ class Consumer:
             # Unstarted deliveries go back to the group on stop, unless they were
             # acknowledged when fetched (at-most-once) or belong to a broker transaction
             # that stopping should commit, not abort.
+            instruments = self._broker.instruments
+            backend = self._broker.backend
+            self._source = Source(self.topic, self.group, backend.system, backend.span_attributes)
             self._dispatcher = Dispatcher(
-                self._subscription, self._process, concurrency=self.concurrency,
+                self._subscription, self._observed if instruments else self._process,
+                concurrency=self.concurrency,
                 prefetch=self.prefetch,
                 release_on_stop=not self._ack_first and self._transaction is None)
         else:
@@ -140,6 +147,8 @@ class Consumer:
             )
         self._task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
         self._broker._consumers.add(self)
+        for instrument in self._broker.instruments:
+            instrument.watch(self)
         log.debug("consumer started: %s", self.describe())
 
     async def run(self, handler: Handler) -> None:
@@ -179,6 +188,11 @@ class Consumer:
         return self._dispatcher.held if self._dispatcher else 0
 
     @property
+    def buffered(self) -> int:
+        """Messages fetched that no handler has started yet (part of `in_flight`)."""
+        return self._dispatcher.buffered if self._dispatcher else 0
+
+    @property
     def native(self) -> Any:
         """The broker client's consumer object (None before `start`)."""
         return self._subscription.native if self._subscription else None
@@ -202,10 +216,24 @@ class Consumer:
             await self._dispatcher.run()
         finally:
             self._broker._consumers.discard(self)
+            for instrument in self._broker.instruments:
+                instrument.forget(self)
             await self._subscription.close()
             for producer in (self._producer, self._dead_letters):
                 if producer is not None:
                     await producer.close()
+
+    async def lag(self) -> dict[str, int]:
+        """Messages of the group waiting behind this consumer, per partition (Kafka) or
+        queue (RabbitMQ, memory); see `Backend.lag`."""
+        if self.group is None:
+            return {}
+        return await self._broker.backend.lag(self.topic, self.group)
+
+    async def _observed(self, delivery: Delivery) -> None:
+        """`_process` as the broker's instruments see it (tracing, metrics)."""
+        await observed_handling(self._broker.instruments, self._source, delivery.message,
+                                lambda: self._process(delivery))
 
     async def _process(self, delivery: Delivery) -> None:
         msg = delivery.message
@@ -215,6 +243,8 @@ class Consumer:
             if self.dedup is not None:
                 claim = await self.dedup.claim(msg, self.group)
                 if claim is None:  # done before by this group: settle without the handler
+                    if self._observing:
+                        report("deduplicated")
                     await delivery.ack()
                     return
             if self._ack_first:
@@ -229,7 +259,8 @@ class Consumer:
                     if exc is raised:
                         raise
                     raise exc from raised
-                log.info("handler failed on message %s, retrying in process: %r", msg.id, exc)
+                log.info("handler failed on message %s, retrying in process: %r", msg.id, exc,
+                         extra=self._fields(msg))
                 await self.failure.retry_in_process(lambda: guarded(
                     lambda: self._handler(msg) if outbox is None  # type: ignore[misc]
                     else self._attempt(msg, outbox)))
@@ -238,10 +269,14 @@ class Consumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if self._observing:
+                report("failed", exc)
             if claim is not None:
                 await self._release(claim, msg)
             await self._failed(delivery, exc)
             return
+        if self._observing:
+            report("handled")
         if claim is not None:
             try:
                 # Its effect happened: held (and retried) until the store records that, so
@@ -250,14 +285,15 @@ class Consumer:
                                     message_id=msg.id, action="mark as done")
             except Exception:
                 log.exception("could not mark message %s as done before the consumer stopped; "
-                              "released to the broker, which delivers it again", msg.id)
+                              "released to the broker, which delivers it again", msg.id,
+                              extra=self._fields(msg))
                 return
         if not self._ack_first:
             try:
                 await delivery.ack()
             except Exception:
                 log.exception("could not acknowledge message %s; the broker will redeliver it",
-                              msg.id)
+                              msg.id, extra=self._fields(msg))
 
     async def _attempt(self, msg: Message, outbox: list[Outgoing]) -> None:
         """One exactly-once handler attempt: its sends collect in `outbox` (a failed
@@ -270,38 +306,49 @@ class Consumer:
             OUTBOX.reset(token)
 
     async def _publish_outbox(self, outbox: list[Outgoing]) -> None:
-        if self._transaction is not None:
-            await self._transaction.publish(outbox)
+        if self._transaction is None:
+            await self._context_producer().publish_built(outbox)  # observed there
+        elif self._observing:  # new messages, sent after the handler returned: traced as sends
+            await observed_publish(self._broker.instruments, self._broker.backend.system,
+                                   outbox, self._transaction.publish)
         else:
-            await self._context_producer().publish_raw(outbox)
+            await self._transaction.publish(outbox)
 
     async def _release(self, claim: Claim, msg: Message) -> None:
         try:
             await claim.release()
         except Exception:  # the lease expires by itself; the retry claims it then
-            log.exception("could not release the idempotency claim of message %s", msg.id)
+            log.exception("could not release the idempotency claim of message %s", msg.id,
+                          extra=self._fields(msg))
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         msg = delivery.message
         if self._ack_first:
-            log.warning("handler failed on message %s (at-most-once: not retried): %r", msg.id, exc)
+            log.warning("handler failed on message %s (at-most-once: not retried): %r", msg.id, exc,
+                        extra=self._fields(msg))
             return
-        log.warning("handler failed on message %s attempt %d: %r", msg.id, msg.attempt, exc)
+        log.warning("handler failed on message %s attempt %d: %r", msg.id, msg.attempt, exc,
+                    extra=self._fields(msg))
         failed_at = time.time()  # the failure's time, however long storing its copy takes
+        outcome: list[str] = []
+
+        async def settle() -> None:
+            outcome.append(await self.failure.handle(
+                delivery, exc, self.group, self._dead_letter_for(delivery), failed_at))
+
         try:
             # Retried while this consumer runs; on stop the broker brings the message back.
-            await until_settled(
-                lambda: self.failure.handle(delivery, exc, self.group,
-                                            self._dead_letter_for(delivery), failed_at),
-                stopping=lambda: self._stopping(delivery),
-                message_id=msg.id,
-            )
+            await until_settled(settle, stopping=lambda: self._stopping(delivery),
+                                message_id=msg.id)
+            if self._observing:
+                report(outcome[-1])
         except Exception:
             if delivery.stale:  # the broker hands it out again: nothing was lost
-                log.info("message %s is handled again from the broker", msg.id)
+                log.info("message %s is handled again from the broker", msg.id,
+                         extra=self._fields(msg))
                 return
             log.exception("could not retry or dead-letter message %s before the consumer "
-                          "stopped; left unacknowledged", msg.id)
+                          "stopped; left unacknowledged", msg.id, extra=self._fields(msg))
 
     def _stopping(self, delivery: Delivery) -> bool:
         """Settling `delivery` should give up: the consumer stops or the broker took it back."""
@@ -317,7 +364,11 @@ class Consumer:
         # Stamped now, not with the message's time: Kafka's retention counts from it.
         out = Outgoing(topic, msg.value, msg.key, headers, msg.id, time.time(), msg.properties)
         if self._transaction is not None:  # commits with the input's acknowledgement
-            await self._transaction.publish((out,))
+            if self._observing:
+                await observed_publish(self._broker.instruments, self._broker.backend.system,
+                                       (out,), self._transaction.publish, copies=True)
+            else:
+                await self._transaction.publish((out,))
         else:
             if self._dead_letters is None:
                 self._dead_letters = self._broker.producer(
@@ -326,7 +377,12 @@ class Consumer:
                 )
             await self._dead_letters.publish_raw((out,))
         log.error("message %s dead-lettered to %r after %d attempt%s", msg.id, topic, msg.attempt,
-                  "" if msg.attempt == 1 else "s")
+                  "" if msg.attempt == 1 else "s", extra=self._fields(msg))
+
+    def _fields(self, msg: Message) -> dict[str, object]:
+        """Structured fields of a log line about `msg` (`msgkit run --log-format json`)."""
+        return {"message_id": msg.id, "topic": self.topic, "group": self.group,
+                "attempt": msg.attempt}
 
     def _context(self, msg: Message) -> Context:
         return Context(msg, self.group, self._context_producer())

@@ -28,6 +28,11 @@ class Runner(ABC):
         """`stop()` was called: held deliveries finish, no new ones are fetched."""
         return self._stopping
 
+    @property
+    def buffered(self) -> int:
+        """Deliveries held that no handler has started yet."""
+        return 0
+
     @abstractmethod
     async def run(self) -> None: ...
 
@@ -82,6 +87,11 @@ class Dispatcher(Runner):
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+
+    @property
+    def buffered(self) -> int:
+        # Read at scrape time, maybe from another thread: a copy of the chains, not a view.
+        return len(self._ready) + sum(len(chain) for chain in list(self._chains.values()))
 
     def stop(self) -> None:
         """Stop fetching; `run` returns once the started deliveries are finished.

@@ -103,9 +103,10 @@ class FailurePolicy:
     async def handle(
         self, delivery: Delivery, exc: BaseException, group: str | None, publish: DeadLetterPublish,
         failed_at: float | None = None,
-    ) -> None:
+    ) -> str:
         """Settle a delivery whose handler failed (at `failed_at`, default now): redeliver
-        later, or dead-letter."""
+        later, or dead-letter. Returns what it did: "retried", "dead_lettered" or
+        "discarded" (`dead_letter=False`)."""
         msg = delivery.message
         now = f"{failed_at if failed_at is not None else time.time():.6f}"
         first = text_of(msg.headers.get(h.FIRST_FAILURE_AT)) or now
@@ -116,13 +117,14 @@ class FailurePolicy:
                                            h.FIRST_FAILURE_AT: first})
             step = min(msg.attempt - 1, len(self.delays) - 1)
             await delivery.redeliver(delay=self.delays[step] if self.delays else 0.0, headers=headers)
-            return
+            return "retried"
         if not self.dead_letter:
             await delivery.ack()
-            return
+            return "discarded"
         await publish(self.dead_letter_topic(msg.topic, group), msg,
                       dead_letter_headers(msg, exc, group, first, now, delivery.origin))
         await delivery.ack()
+        return "dead_lettered"
 
 
 async def until_settled(

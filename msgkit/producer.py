@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from multidict import MultiDict
@@ -16,6 +16,7 @@ from msgkit.backend import Publisher
 from msgkit.codec import SendHeaders, check_headers, check_key, encode
 from msgkit.errors import ClosedError
 from msgkit.guarantee import Guarantee
+from msgkit.instrument import observed_publish
 from msgkit.message import NO_PROPERTIES, Key, Outgoing
 
 if TYPE_CHECKING:
@@ -84,7 +85,11 @@ class Producer:
         `key` and header values are text or bytes (header values may be None); a list of
         (name, value) pairs sends a header name more than once (Kafka only keeps repeats)."""
         out = self.build(topic, value, key=key, headers=headers, idempotency_key=idempotency_key)
-        await (self._publisher or await self._open()).publish((out,))
+        publisher = self._publisher or await self._open()
+        if self._broker.instruments:
+            await self._observed(publisher.publish, (out,), copies=False)
+        else:
+            await publisher.publish((out,))
         return out.id
 
     async def send_many(
@@ -102,7 +107,7 @@ class Producer:
         """
         batch = self._outgoing(topic, values, key, headers, idempotency_key)
         if batch:
-            await (self._publisher or await self._open()).publish(batch)
+            await self.publish_built(batch)
         return [out.id for out in batch]
 
     def build(
@@ -120,11 +125,28 @@ class Producer:
             None if idempotency_key is None else lambda _: idempotency_key,
         )[0]
 
+    async def publish_built(self, messages: Sequence[Outgoing]) -> None:
+        """Publish messages `build` made (as `send` would: tracing adds its context)."""
+        publisher = self._publisher or await self._open()
+        if self._broker.instruments:
+            await self._observed(publisher.publish, messages, copies=False)
+        else:
+            await publisher.publish(messages)
+
     async def publish_raw(self, messages: Sequence[Outgoing]) -> None:
-        """Publish already-built messages as they are (used by dead-lettering and replay)."""
+        """Publish copies of messages exactly as they are (dead letters, replays)."""
         for out in messages:
             self._check_topic(out.topic)
-        await (self._publisher or await self._open()).publish(messages)
+        publisher = self._publisher or await self._open()
+        if self._broker.instruments:
+            await self._observed(publisher.publish, messages, copies=True)
+        else:
+            await publisher.publish(messages)
+
+    async def _observed(self, publish: Callable[[Sequence[Outgoing]], Awaitable[None]],
+                        messages: Sequence[Outgoing], *, copies: bool) -> None:
+        await observed_publish(self._broker.instruments, self._broker.backend.system,
+                               messages, publish, copies=copies)
 
     def describe(self) -> dict[str, Any]:
         """The guarantee and the effective client settings."""

@@ -15,7 +15,11 @@ from msgkit.testing import Collector, eventually
 
 
 def _cli(*args: str, status: int = 0) -> str:
-    done = subprocess.run([sys.executable, "-m", "msgkit.cli", "dlq", *args],
+    return _msgkit("dlq", *args, status=status)
+
+
+def _msgkit(*args: str, status: int = 0) -> str:
+    done = subprocess.run([sys.executable, "-m", "msgkit.cli", *args],
                           capture_output=True, text=True, timeout=120,
                           env={"COLUMNS": "200", "PATH": ""})
     assert done.returncode == status, done.stdout + done.stderr
@@ -102,3 +106,20 @@ async def test_dlq_list_on_a_mistyped_topic_fails_and_creates_no_kafka_topic(
 def test_dlq_list_on_memory_says_the_dead_letters_live_in_another_process() -> None:
     out = _cli("list", "orders", "--group", "g", "--url", "memory://", status=1)
     assert "inside the process" in out
+
+
+@pytest.mark.parametrize("backend", ["kafka", "amqp"])
+async def test_lag_shows_what_waits_for_each_group(
+    backend: str, unique_name: str, request: pytest.FixtureRequest
+) -> None:
+    url = str(request.getfixturevalue(f"{backend}_url"))
+    async with msgkit.connect(url) as broker:
+        await broker.producer(required_groups=("g",)).send_many(unique_name, [b"x"] * 5)
+    out = await asyncio.to_thread(_msgkit, "lag", unique_name, "-g", "g", "-g", "unknown",
+                                  "--url", url)
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()
+            if line.startswith("│")]
+    waiting = [row for row in rows if row[0] == "g"]
+    assert waiting and waiting[-1][-1] == "5", out  # the total (Kafka) or the queue (RabbitMQ)
+    if backend == "amqp":
+        assert ["unknown", "no such topic or group", "-"] in rows, out

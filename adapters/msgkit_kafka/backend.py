@@ -21,8 +21,10 @@ from msgkit.errors import (
 )
 from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
+from msgkit.message import Message
 from msgkit.url import URL
 from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
+from msgkit_kafka.lag import group_lag
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
 from msgkit_kafka.refusals import refusal
 from msgkit_kafka.subscription import KafkaSubscription
@@ -50,6 +52,7 @@ with the default, 236k with 20 ms). msgkit bounds memory with its own buffer and
 
 
 class KafkaBackend(Backend):
+    system = "kafka"
     single_send_options = MappingProxyType(RETRY_PRODUCER)
     capabilities = Capabilities(
         persistent=True,
@@ -237,6 +240,21 @@ class KafkaBackend(Backend):
             conf = {**_PRODUCER_DEFAULTS, **self.configs.for_kind("producer", extra)}
             native = self._natives[key] = NativeProducer(guarantee, producer_config(guarantee, conf))
         return native
+
+    async def lag(self, topic: str, group: str) -> dict[str, int]:
+        topics = self._require_topics()
+        return await asyncio.to_thread(group_lag, self.configs.for_kind("consumer"), topics,
+                                       topic, group, self.settings.connect_timeout)
+
+    def span_attributes(self, message: Message) -> Mapping[str, Any]:
+        record = message.native
+        attributes: dict[str, Any] = {
+            "messaging.destination.partition.id": str(record.partition()),
+            "messaging.kafka.offset": record.offset(),
+        }
+        if isinstance(message.key, str):
+            attributes["messaging.kafka.message.key"] = message.key
+        return attributes
 
     def _require_topics(self) -> Topics:
         if self._topics is None:

@@ -31,6 +31,7 @@ _YIELD_EVERY = 128  # let consumers run while a producer publishes in a tight lo
 
 
 class MemoryBackend(Backend):
+    system = "memory"
     capabilities = Capabilities(
         persistent=False,
         ordered_per_key=True,
@@ -52,6 +53,13 @@ class MemoryBackend(Backend):
 
     async def connect(self) -> None:
         return None
+
+    async def lag(self, topic: str, group: str) -> dict[str, int]:
+        """The group's queue (`<topic>.<group>`): messages not yet settled; none if the group
+        never subscribed."""
+        known = self.hub.topics.get(topic)
+        queue = known.groups.get(group) if known is not None else None
+        return {} if queue is None else {f"{topic}.{group}": queue.waiting()}
 
     async def close(self) -> None:
         return None
@@ -156,6 +164,10 @@ class MemorySubscription(Subscription):
         if self._closed or self._lost:
             return 0
         return self._prefetch - len(self._unacked) - len(self._inbox)
+
+    def holding(self) -> int:
+        """Messages the group pushed to this member and it has not settled."""
+        return len(self._unacked) + len(self._inbox)
 
     def push(self, msg: Message) -> None:
         self._inbox.append(msg)

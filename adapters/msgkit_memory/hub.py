@@ -71,6 +71,12 @@ class GroupQueue:
         if member in self.members:
             self.members.remove(member)
 
+    def waiting(self) -> int:
+        """Messages of this group not yet settled: queued, behind an earlier one of their
+        key, or out with a member."""
+        queued = len(self.ready) + sum(len(chain) for chain in self.chains.values())
+        return queued + sum(member.holding() for member in self.members)
+
     def dispatch(self) -> None:
         """Hand ready messages out one at a time, to the members in turn, while any has room."""
         ready, members = self.ready, self.members

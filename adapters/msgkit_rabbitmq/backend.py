@@ -56,6 +56,7 @@ from msgkit.errors import (
 )
 from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
+from msgkit.message import Message
 from msgkit.url import URL, redact
 from msgkit_rabbitmq import settings as opts
 from msgkit_rabbitmq import topology
@@ -69,6 +70,7 @@ log = get_logger("msgkit.rabbitmq")
 
 
 class RabbitMQBackend(Backend):
+    system = "rabbitmq"
     capabilities = Capabilities(
         persistent=True,
         ordered_per_key=False,
@@ -127,6 +129,30 @@ class RabbitMQBackend(Backend):
             f"{'; '.join(failures)}; is the server running and the URL (host, port, user, "
             "vhost) right?"
         )
+
+    @property
+    def connected(self) -> bool:
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
+
+    async def lag(self, topic: str, group: str) -> dict[str, int]:
+        """Ready messages of the group queue, none if it does not exist (AMQP tells no more:
+        messages out with consumers are each process's in-flight count)."""
+        name = topology.group_queue(topic, group)
+        channel = await self._channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except amqp_errors.ChannelNotFoundEntity:
+            return {}  # no such group queue
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), 5)
+        return {name: queue.declaration_result.message_count or 0}
+
+    def span_attributes(self, message: Message) -> Mapping[str, Any]:
+        routing_key = getattr(message.native, "routing_key", None)
+        return {} if routing_key is None else {
+            "messaging.rabbitmq.destination.routing_key": routing_key}
 
     def _on_connection_lost(self, connection: Any, exc: BaseException | None) -> None:
         current = self._connection

@@ -7,11 +7,13 @@ with compensations). `events.py` holds the messages.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import msgkit
 from examples.orders import choreography, saga
 from examples.orders.events import OrderPlaced, Topics
 from examples.orders.ledger import Ledger
+from msgkit.instrument import Instrument
 
 CUSTOMERS = [("ada", "ada@example.com"), ("grace", "grace@example.com"),
              ("alan", "alan@broken.example"), ("edsger", "edsger@example.com")]
@@ -22,9 +24,10 @@ def orders(prefix: str, items: int = 1) -> list[OrderPlaced]:
             for n, (c, e) in enumerate(CUSTOMERS, 1)]
 
 
-async def run(url: str | None = None, *, quiet: bool = False) -> tuple[Ledger, Ledger, dict[str, str]]:
+async def run(url: str | None = None, *, quiet: bool = False,
+              instruments: Sequence[Instrument] = ()) -> tuple[Ledger, Ledger, dict[str, str]]:
     topics = Topics(uuid.uuid4().hex[:8])
-    async with msgkit.connect(url) as broker:
+    async with msgkit.connect(url, instruments=instruments) as broker:
         chore, orchestrated = Ledger(quiet=quiet), Ledger(quiet=quiet)
         if not quiet:
             print(f"msgkit order flow on {broker.url}\n\n-- choreography --")

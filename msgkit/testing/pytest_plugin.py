@@ -20,6 +20,7 @@ import pytest
 
 import msgkit
 from msgkit.errors import BrokerUnavailableError
+from msgkit.logs import SUMMARISE
 from msgkit.testing.brokers import TestBroker, test_brokers, unavailable
 
 
@@ -69,6 +70,12 @@ class TestBrokers:
     @staticmethod
     def _unavailable(name: str, reason: str) -> None:
         unavailable(f"msgkit test broker {name!r} unavailable: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _msgkit_fresh_log_summaries() -> None:
+    """Each test's log lines are summarised on their own (msgkit.logs.SUMMARISE)."""
+    SUMMARISE.reset()
 
 
 @pytest.fixture(scope="session")
