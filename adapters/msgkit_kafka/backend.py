@@ -153,7 +153,8 @@ class KafkaBackend(Backend):
             await _started(txn)
             return TransactionalPublisher(txn)
         return KafkaPublisher(self._native(guarantee, options), self._require_topics(),
-                              settings.close_timeout)
+                              settings.close_timeout,
+                              renew=lambda: self._native(guarantee, options))
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         topics = self._require_topics()
@@ -236,6 +237,10 @@ class KafkaBackend(Backend):
         extra = native_only(options)
         key = (guarantee, tuple(sorted((k, repr(v)) for k, v in extra.items())))
         native = self._natives.get(key)
+        if native is not None and native.fatal:  # e.g. an idempotent producer out of sequence
+            log.warning("replacing a Kafka producer that failed for good")
+            asyncio.get_running_loop().create_task(native.close(0))
+            native = None
         if native is None:
             conf = {**_PRODUCER_DEFAULTS, **self.configs.for_kind("producer", extra)}
             native = self._natives[key] = NativeProducer(guarantee, producer_config(guarantee, conf))

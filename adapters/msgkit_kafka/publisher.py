@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -207,8 +207,11 @@ def _set(future: asyncio.Future[Any], value: Any) -> None:
 
 
 class KafkaPublisher(Publisher):
-    def __init__(self, native: NativeProducer, topics: Topics, close_timeout: float) -> None:
+    def __init__(self, native: NativeProducer, topics: Topics, close_timeout: float,
+                 renew: Callable[[], NativeProducer] | None = None) -> None:
         self._native = native
+        self._renew = renew
+        """Gives a working client in place of one librdkafka failed for good (fatal)."""
         self._topics = topics
         self._close_timeout = close_timeout
         self._confirm = native.guarantee is not Guarantee.AT_MOST_ONCE
@@ -216,6 +219,8 @@ class KafkaPublisher(Publisher):
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
             return  # nothing will be reported: the batch would never resolve
+        if self._native.fatal and self._renew is not None:
+            self._native = self._renew()  # the failed messages raised; these go anew
         native = self._native
         produce = native.producer.produce
         known = self._topics.known

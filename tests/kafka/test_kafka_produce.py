@@ -103,3 +103,20 @@ async def test_describe_shows_effective_settings_without_secrets(
         tuned = broker.consumer(unique_name, group="g2", **own)
         await tuned.start(Collector())
         assert tuned.describe()["client"]["fetch.queue.backoff.ms"] == 500
+
+
+async def test_a_producer_librdkafka_failed_for_good_is_replaced_on_the_next_send(
+    kafka: msgkit.Broker, unique_name: str
+) -> None:
+    """A fatal error (an idempotent producer out of sequence, say) makes a librdkafka client
+    refuse everything after it; the sends it failed raised, and the next one goes through a
+    new client instead of failing forever."""
+    producer = kafka.producer()
+    await producer.send(unique_name, b"before")
+    failed = producer._publisher._native  # type: ignore[union-attr]
+    failed.fatal = True  # as the poll thread marks it when librdkafka raises a fatal error
+    await producer.send(unique_name, b"after")
+    assert producer._publisher._native is not failed  # type: ignore[union-attr]
+    got = Collector()
+    await kafka.consumer(unique_name, group="g", start="earliest").start(got)
+    assert sorted(m.value for m in await got.wait_for(2)) == [b"after", b"before"]
