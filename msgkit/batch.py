@@ -23,6 +23,15 @@ from msgkit.backend import Delivery, Subscription
 from msgkit.dispatch import Runner, cancelling_now
 from msgkit.failure import FailurePolicy
 from msgkit.handler import BatchHandler, Decode, failure_of, guarded
+from msgkit.instrument import (
+    HANDLING,
+    HandleObservation,
+    Instrument,
+    Source,
+    finished,
+    observations_of,
+    report,
+)
 from msgkit.logs import get_logger
 
 log = get_logger("msgkit.consumer")
@@ -43,6 +52,7 @@ class BatchRunner(Runner):
         ack_first: bool,
         failure: FailurePolicy,
         failed: Failed,
+        observing: tuple[Sequence[Instrument], Source] | None = None,
     ) -> None:
         self._subscription = subscription
         self._handler = handler
@@ -50,7 +60,10 @@ class BatchRunner(Runner):
         self._size = size
         self._ack_first = ack_first
         self._failure = failure
-        self._failed = failed
+        self._failed_policy = failed
+        self._observing = observing
+        """The broker's instruments: each message of a batch is observed alone."""
+        self._observations: dict[int, list[HandleObservation]] = {}
         self._fetch: asyncio.Future[Sequence[Delivery]] | None = None
 
     async def run(self) -> None:
@@ -68,10 +81,17 @@ class BatchRunner(Runner):
             if not batch:
                 return
             self._held = len(batch)
+            if self._observing is not None:
+                instruments, source = self._observing
+                self._observations = {id(d): observations_of(instruments, source, d.message,
+                                                             current=False) for d in batch}
             try:
                 await self._handle(batch)
             finally:
                 self._held = 0
+                for observations in self._observations.values():
+                    finished(observations)
+                self._observations = {}
 
     def stop(self) -> None:
         self._stopping = True
@@ -92,7 +112,8 @@ class BatchRunner(Runner):
             await self._one_by_one(deliveries, exc)
             return
         if not self._ack_first:
-            await _ack_all(deliveries)
+            deliveries = await _ack_all(deliveries)
+        self._report(deliveries, "handled")
 
     async def _decoded(self, batch: Sequence[Delivery]) -> tuple[list[Delivery], list[Any]]:
         """The deliveries whose payload decodes, and what the handler gets for each."""
@@ -148,7 +169,31 @@ class BatchRunner(Runner):
             except Exception as single:
                 await self._failed(d, single)
                 continue
-            await _ack_all((d,))
+            self._report(await _ack_all((d,)), "handled")
+
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        """The policy settles `delivery`; its own observations hear the outcomes."""
+        observations = self._observations.get(id(delivery))
+        if not observations:
+            await self._failed_policy(delivery, exc)
+            return
+        token = HANDLING.set(observations)
+        try:
+            report("failed", exc)
+            await self._failed_policy(delivery, exc)
+        finally:
+            HANDLING.reset(token)
+
+    def _report(self, deliveries: Sequence[Delivery], outcome: str) -> None:
+        if not self._observations:
+            return
+        for d in deliveries:
+            token = HANDLING.set(self._observations.get(id(d), ()))
+            try:
+                report(outcome)
+            finally:
+                HANDLING.reset(token)
 
 
 async def _ack_all(deliveries: Sequence[Delivery]) -> list[Delivery]:

@@ -141,9 +141,12 @@ class Consumer:
                 prefetch=self.prefetch,
                 release_on_stop=not self._ack_first and self._transaction is None)
         else:
+            backend = self._broker.backend
+            source = Source(self.topic, self.group, backend.system, backend.span_attributes)
             self._dispatcher = BatchRunner(
                 self._subscription, batch_handler, decode, size=self.batch,
                 ack_first=self._ack_first, failure=self.failure, failed=self._failed,
+                observing=(self._broker.instruments, source) if self._observing else None,
             )
         self._task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
         self._broker._consumers.add(self)

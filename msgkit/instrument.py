@@ -68,8 +68,11 @@ class Instrument:
         dead letters or replays, whose headers must stay as they were."""
         return None
 
-    def handling(self, source: Source, message: Message) -> HandleObservation | None:
-        """A consumer is about to handle `message` (in the task that will run the handler)."""
+    def handling(self, source: Source, message: Message, *, current: bool = True
+                 ) -> HandleObservation | None:
+        """A consumer is about to handle `message` (in the task that will run the handler).
+        `current`: the handler handles this message alone, so its context (a span) may be
+        made current until `done`; False for the messages of a batch handler."""
         return None
 
     def watch(self, consumer: object) -> None:
@@ -127,23 +130,34 @@ async def observed_handling(instruments: Sequence[Instrument], source: Source,
                             message: Message, handle: Callable[[], Awaitable[None]]) -> None:
     """Runs `handle()` (the handling of `message`) with each instrument's observation set.
     A failing instrument is logged and left out: it never fails or stalls the message."""
+    observations = observations_of(instruments, source, message)
+    token = HANDLING.set(observations)
+    try:
+        await handle()
+    finally:
+        HANDLING.reset(token)
+        finished(observations)
+
+
+def observations_of(instruments: Sequence[Instrument], source: Source, message: Message,
+                    current: bool = True) -> list[HandleObservation]:
+    """Each instrument's observation of `message` (a failing instrument is left out)."""
     observations = []
     for instrument in instruments:
         try:
-            observation = instrument.handling(source, message)
+            observation = instrument.handling(source, message, current=current)
         except Exception:
             log.exception("instrument %r failed on message %s; handling it without",
                           instrument, message.id)
             continue
         if observation is not None:
             observations.append(observation)
-    token = HANDLING.set(observations)
-    try:
-        await handle()
-    finally:
-        HANDLING.reset(token)
-        for observation in reversed(observations):
-            _quietly(observation.done)
+    return observations
+
+
+def finished(observations: Sequence[HandleObservation]) -> None:
+    for observation in reversed(observations):
+        _quietly(observation.done)
 
 
 def report(outcome: str, error: BaseException | None = None) -> None:

@@ -86,7 +86,8 @@ class Metrics(Instrument):
                    ) -> PublishObservation:
         return _Publish(self, system, messages)
 
-    def handling(self, source: Source, message: Message) -> HandleObservation:
+    def handling(self, source: Source, message: Message, *, current: bool = True
+                 ) -> HandleObservation:
         return _Handle(self, source)
 
     def watch(self, consumer: object) -> None:

@@ -71,7 +71,8 @@ class Tracing(Instrument):
                             for out in messages]
         return _Publish(span, messages)
 
-    def handling(self, source: Source, message: Message) -> HandleObservation:
+    def handling(self, source: Source, message: Message, *, current: bool = True
+                 ) -> HandleObservation:
         parent = propagate.extract(message.headers, getter=_GETTER)
         attributes: dict[str, Any] = {
             "messaging.system": source.system, "messaging.destination.name": source.topic,
@@ -83,7 +84,8 @@ class Tracing(Instrument):
             attributes["messaging.consumer.group.name"] = source.group
         span = self._tracer.start_span(f"process {source.topic}", context=parent,
                                        kind=SpanKind.CONSUMER, attributes=attributes)
-        return _Handle(span, context.attach(trace.set_span_in_context(span)))
+        token = context.attach(trace.set_span_in_context(span)) if current else None
+        return _Handle(span, token)
 
 
 def _with(headers: Mapping[str, Any], carrier: Mapping[str, str]) -> Mapping[str, Any]:
@@ -114,7 +116,8 @@ class _Handle(HandleObservation):
             _record(self._span, error)
 
     def done(self) -> None:
-        context.detach(self._token)  # type: ignore[arg-type]
+        if self._token is not None:
+            context.detach(self._token)  # type: ignore[arg-type]
         self._span.end()
 
 

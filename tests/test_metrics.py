@@ -136,3 +136,30 @@ async def test_exactly_once_handler_sends_are_counted_once(
         await got.wait_for(3, timeout=WAIT)
     assert sample(registry, "msgkit_published_messages_total", system=system, topic=out,
                   outcome="ok") == 3
+
+
+async def test_a_batch_consumer_counts_each_message_of_its_batches(
+    msgkit_url: str, unique_name: str,
+) -> None:
+    registry = CollectorRegistry()
+    async with msgkit.connect(msgkit_url, instruments=[Metrics(registry)]) as broker:
+        labels = {"system": broker.backend.system, "topic": unique_name, "group": "g"}
+        ok: list[bytes] = []
+
+        async def handle(msgs: list[msgkit.Message]) -> None:
+            if any(m.value.startswith(b"bad") for m in msgs):
+                raise ValueError("a bad one in the batch")
+            ok.extend(m.value for m in msgs)
+
+        policy = msgkit.FailurePolicy(max_attempts=1, delays=())
+        await broker.consumer(unique_name, group="g", batch=10, failure=policy).start(handle)
+        values = [b"ok%d" % i for i in range(8)] + [b"bad1", b"bad2"]
+        await broker.producer(required_groups=("g",)).send_many(unique_name, values)
+
+        def handled(outcome: str) -> float:
+            return sample(registry, "msgkit_handled_messages_total", **labels, outcome=outcome)
+
+        await eventually(lambda: handled("handled") == 8 and handled("dead_lettered") == 2,
+                         timeout=WAIT, message="8 handled, 2 dead-lettered")
+    assert handled("failed") == 2 and sorted(ok) == sorted(values[:8])
+    assert sample(registry, "msgkit_handler_duration_seconds_count", **labels) == 10
