@@ -196,6 +196,9 @@ class Backend(ABC):
 
     system: str = "msgkit"
     """The broker's name in traces and metrics (OpenTelemetry's `messaging.system`)."""
+    first_fetch_grace: float = 0.0
+    """Seconds a new member's first fetch may take beyond a quiet queue's wait (dead-letter
+    reads add it to their first wait, so a slow start-up is not taken for an empty queue)."""
     capabilities: Capabilities = Capabilities()
     single_send_options: Mapping[str, Any] = MappingProxyType({})
     """Producer options for sends that are each awaited alone (dead letters): a client that

@@ -30,10 +30,6 @@ MISSING_POLL = 0.2
 READ_AT_ONCE = 65_535
 """The most dead letters one read takes: it holds what it does not settle (listing settles
 none), so this is its prefetch, AMQP's largest. A read that reaches it stops and says so."""
-FIRST_FETCH_GRACE = 3.0
-"""Added to `idle` for the first fetch only: a new group member's first records can take a
-while (on Apache Kafka with librdkafka's default fetch.wait.max.ms of 500 ms, 1.0 s after
-its join was measured), and that start-up is not a quiet dead-letter queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +136,7 @@ class DeadLetterQueue:
         subscription = await self._subscribe(spec, missing_ok)
         if subscription is None:
             return
-        wait = self.idle + FIRST_FETCH_GRACE
+        wait = self.idle + self.broker.backend.first_fetch_grace
         held = 0
         try:
             while True:

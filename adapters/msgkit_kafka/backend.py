@@ -53,6 +53,9 @@ with the default, 236k with 20 ms). msgkit bounds memory with its own buffer and
 
 class KafkaBackend(Backend):
     system = "kafka"
+    first_fetch_grace = 3.0
+    """A new member's first records came 1.0 s after its join here (librdkafka's
+    fetch.wait.max.ms is 500 ms)."""
     single_send_options = MappingProxyType(RETRY_PRODUCER)
     capabilities = Capabilities(
         persistent=True,

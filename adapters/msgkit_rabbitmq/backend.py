@@ -71,6 +71,8 @@ log = get_logger("msgkit.rabbitmq")
 
 class RabbitMQBackend(Backend):
     system = "rabbitmq"
+    first_fetch_grace = 0.5
+    """Deliveries start right after basic.consume; a little slack for a busy broker."""
     capabilities = Capabilities(
         persistent=True,
         ordered_per_key=False,
