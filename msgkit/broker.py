@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from msgkit.backend import Backend, Capabilities, StartFrom
@@ -204,50 +201,20 @@ class Broker:
         return register
 
     async def serve(self) -> None:
-        """Start every `@subscriber` handler and run until one fails, all stop, the task is
-        cancelled (Ctrl-C) or the process gets SIGTERM (as a container is told to stop);
-        then stop them gracefully (handlers running finish and are acknowledged) and close
-        the broker."""
-        if not self._subscribers:
-            raise ConfigurationError("no handlers registered; decorate them with @broker.subscriber")
-        terminated = asyncio.Event()
-        with _on_sigterm(terminated.set):
-            try:
-                await self.start()
-                for consumer, handler in self._subscribers:
-                    await consumer.start(handler)
-                runs = asyncio.gather(*(consumer.wait() for consumer, _ in self._subscribers))
-                told = asyncio.ensure_future(terminated.wait())
-                try:
-                    await asyncio.wait((runs, told), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    told.cancel()
-                    for consumer, _ in self._subscribers:
-                        await consumer.stop()
-                    await asyncio.gather(runs, return_exceptions=True)
-                if not terminated.is_set():
-                    runs.result()  # a consumer's failure is serve()'s
-            finally:
-                await self.close()
+        """Start every `@subscriber` handler and run until a consumer stops or fails, the
+        task is cancelled, or the process gets SIGTERM or SIGINT (as a container is told to
+        stop, or Ctrl-C); then stop them gracefully (handlers running finish and are
+        acknowledged) and close the broker. A consumer's failure is raised. `msgkit run`
+        runs the same, with health checks and a drain timeout (`msgkit.worker`)."""
+        from msgkit.worker import Worker  # it runs brokers: imported when one is served
+
+        worker = Worker(self, drain_timeout=None)
+        await worker.run()
+        if worker.error is not None:
+            raise worker.error
 
     def __repr__(self) -> str:
         return f"<msgkit.Broker {self.url}>"
-
-
-@contextlib.contextmanager
-def _on_sigterm(callback: Callable[[], None]) -> Iterator[None]:
-    """Calls `callback` on SIGTERM while inside (where the loop can take signals: the main
-    thread of a Unix process); the default handling comes back afterwards."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGTERM, callback)
-    except (NotImplementedError, RuntimeError, ValueError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _guarantee(value: Guarantee | str) -> Guarantee:

@@ -8,10 +8,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from msgkit.logs import get_logger
-
-log = get_logger("msgkit.worker")
-
 _REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgkit.logs import get_logger
 from msgkit.message import Message, Outgoing
+
+if TYPE_CHECKING:
+    from msgkit.consumer import Consumer
 
 log = get_logger("msgkit.instrument")
 
@@ -75,10 +78,10 @@ class Instrument:
         made current until `done`; False for the messages of a batch handler."""
         return None
 
-    def watch(self, consumer: object) -> None:
+    def watch(self, consumer: Consumer) -> None:
         """A consumer started (for gauges such as its lag); `forget` when it stopped."""
 
-    def forget(self, consumer: object) -> None:
+    def forget(self, consumer: Consumer) -> None:
         """The consumer stopped."""
 
 

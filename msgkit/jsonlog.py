@@ -7,7 +7,7 @@ import json
 import logging
 import time
 
-FIELDS = ("message_id", "topic", "group", "attempt", "count")
+FIELDS = ("message_id", "topic", "group", "attempt")
 """`extra=` names msgkit's log lines carry; they become fields of the JSON object."""
 
 

@@ -90,13 +90,13 @@ class Metrics(Instrument):
                  ) -> HandleObservation:
         return _Handle(self, source)
 
-    def watch(self, consumer: object) -> None:
-        self.consumers[consumer] = None  # type: ignore[index]
+    def watch(self, consumer: Consumer) -> None:
+        self.consumers[consumer] = None
         if self._lag_task is None or self._lag_task.done():
             self._lag_task = asyncio.get_running_loop().create_task(self._refresh_lag_often())
 
-    def forget(self, consumer: object) -> None:
-        self.consumers.pop(consumer, None)  # type: ignore[call-overload]
+    def forget(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer, None)
         if not self.consumers and self._lag_task is not None:
             self._lag_task.cancel()
             self._lag_task = None
@@ -123,7 +123,7 @@ class Metrics(Instrument):
             await asyncio.sleep(self.lag_interval)
 
 
-def _consumer_key(consumer: Any) -> tuple[str, str, str]:
+def _consumer_key(consumer: Consumer) -> tuple[str, str, str]:
     return (consumer._broker.backend.system, consumer.topic, consumer.group or "")
 
 

@@ -17,7 +17,7 @@ import contextlib
 import importlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from msgkit.broker import Broker
 from msgkit.errors import ConfigurationError
@@ -57,9 +57,12 @@ class Worker:
     """Runs `broker`'s subscribers until told to stop; `ready` is what `/readyz` says."""
 
     def __init__(self, broker: Broker, *, port: int | None = None,
-                 drain_timeout: float = 30.0) -> None:
+                 drain_timeout: float | None = 30.0) -> None:
         self.broker = broker
         self.drain_timeout = drain_timeout
+        """Seconds the messages in flight may take on stop; None: as long as they take."""
+        self.error: BaseException | None = None
+        """What ended the run when it failed (a consumer's error, a refused start)."""
         self.subscribed = False
         self.draining = False
         self.health = None if port is None else HealthServer(port, self.ready)
@@ -87,7 +90,8 @@ class Worker:
         """Returns the exit code."""
         broker = self.broker
         if not broker._subscribers:
-            log.error("%s has no handlers: decorate them with @broker.subscriber", broker)
+            self.error = ConfigurationError(
+                "no handlers registered; decorate them with @broker.subscriber")
             return UNLOADABLE
         if self.health is not None:
             await self.health.start()
@@ -105,13 +109,11 @@ class Worker:
                 told.cancel()
                 if told not in done:
                     code = FAILED
-                    for run in done:
-                        if run.exception() is not None:
-                            log.error("a consumer failed: %s", run.exception())
+                    self.error = next((r.exception() for r in done if r.exception()), None)
                 self.draining = True
                 await self._drain()
-            except Exception:
-                log.exception("the worker failed")
+            except Exception as exc:
+                self.error = exc
                 code = FAILED
             finally:
                 self.draining = True
@@ -147,17 +149,19 @@ class Worker:
             await asyncio.wait_for(stops, self.drain_timeout)
         except TimeoutError:
             log.warning("messages still in flight after the drain timeout (%.0fs) go back to "
-                        "the broker", self.drain_timeout)
+                        "the broker", self.drain_timeout or 0)
             self._cancel_consumers()
 
 
 @contextlib.contextmanager
-def _on_signals(callback: object) -> Iterator[None]:
+def _on_signals(callback: Callable[[], None]) -> Iterator[None]:
+    """`callback` on SIGTERM and SIGINT while inside, where the loop can take signals (the
+    main thread of a Unix process); the default handling comes back afterwards."""
     loop = asyncio.get_running_loop()
     installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, callback)  # type: ignore[arg-type]
+            loop.add_signal_handler(sig, callback)
             installed.append(sig)
     try:
         yield
@@ -173,7 +177,11 @@ def run(target: str, *, port: int | None, drain_timeout: float) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return UNLOADABLE
-    return asyncio.run(Worker(broker, port=port, drain_timeout=drain_timeout).run())
+    worker = Worker(broker, port=port, drain_timeout=drain_timeout)
+    code = asyncio.run(worker.run())
+    if worker.error is not None:
+        log.error("the worker failed: %s", worker.error, exc_info=worker.error)
+    return code
 
 
 def supervise(target: str, *, workers: int, port: int | None, drain_timeout: float,

@@ -4,10 +4,6 @@ lag gauge at zero once it drained; in-flight and buffered gauges."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 from prometheus_client import CollectorRegistry
 
 import msgkit
@@ -26,13 +22,6 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def lag_samples(registry: CollectorRegistry, topic: str) -> list[float]:
     return [s.value for m in registry.collect() if m.name == "msgkit_consumer_lag_messages"
             for s in m.samples if s.labels["topic"] == topic]
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not await condition():
-        assert time.monotonic() < deadline, f"{what} not met within {WAIT}s"
-        await asyncio.sleep(0.05)
 
 
 async def test_counts_match_what_was_sent_handled_retried_and_dead_lettered(
@@ -80,7 +69,8 @@ async def test_lag_counts_what_a_stopped_group_missed_and_falls_to_zero_once_dra
         async def behind(count: int) -> bool:
             return sum((await first.lag()).values()) == count
 
-        await until(lambda: behind(5), "5 messages behind while the group is stopped")
+        await eventually(lambda: behind(5), timeout=WAIT,
+                         message="5 messages behind while the group is stopped")
         again = Collector()
         second = broker.consumer(unique_name, group="g")
         await second.start(again)
@@ -88,7 +78,7 @@ async def test_lag_counts_what_a_stopped_group_missed_and_falls_to_zero_once_dra
         await eventually(lambda: bool(lag_samples(registry, unique_name))
                          and sum(lag_samples(registry, unique_name)) == 0, timeout=WAIT,
                          message="the lag gauge at zero")
-        await until(lambda: behind(0), "nothing behind once drained")
+        await eventually(lambda: behind(0), timeout=WAIT, message="nothing behind once drained")
         in_flight = registry.get_sample_value("msgkit_in_flight_messages", {
             "system": broker.backend.system, "topic": unique_name, "group": "g"})
         assert in_flight == 0  # present (the consumer runs), and nothing left in flight

@@ -46,10 +46,10 @@ def start_worker(env: dict[str, str], port: int, *options: str) -> subprocess.Po
 
 
 async def until_status(port: int, path: str, want: int) -> None:
-    deadline = time.monotonic() + WAIT
-    while await status(port, path) != want:
-        assert time.monotonic() < deadline, f"{path} never answered {want}"
-        await asyncio.sleep(0.1)
+    async def answers() -> bool:
+        return await status(port, path) == want
+
+    await eventually(answers, timeout=WAIT, interval=0.1, message=f"{path} answering {want}")
 
 
 async def test_ready_only_between_subscribing_and_draining(unique_name: str) -> None:

@@ -10,7 +10,6 @@ the super user, so only the fixture and the broker itself should use them.
 from __future__ import annotations
 
 import secrets
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, no __all__
@@ -27,7 +26,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, no 
 )
 
 from msgkit.testing.certs import TestCertificates
-from msgkit_kafka.local_kafka import LocalKafka
+from msgkit_kafka.local_kafka import KafkaNode, LocalKafka
 
 MECHANISM = "SCRAM-SHA-512"
 ALLOWED_PREFIX = "t-"
@@ -75,7 +74,7 @@ class SecureKafka:
             raise
 
     @property
-    def node(self) -> Any:
+    def node(self) -> KafkaNode:
         return self.kafka.nodes[0]
 
     def url(self, user: str = USER, password: str | None = None, **query: str) -> str:

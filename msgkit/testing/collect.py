@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 
@@ -11,15 +12,21 @@ from msgkit.message import Message
 
 
 async def eventually(
-    condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.01,
-    message: str = "condition",
+    condition: Callable[[], bool | Awaitable[bool]], *, timeout: float = 10.0,
+    interval: float = 0.01, message: str = "condition",
 ) -> None:
-    """Wait until `condition()` is true; raise `AssertionError` after `timeout` seconds."""
+    """Wait until `condition()` is true (it may be a coroutine function, e.g. one asking the
+    broker); raise `AssertionError` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not await _holds(condition):
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def _holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    held = condition()
+    return bool(await held) if inspect.isawaitable(held) else bool(held)
 
 
 class Collector:
