@@ -3,7 +3,7 @@
 The path of one message: `Subscription.fetch` (backend) -> `Dispatcher` (concurrency, key
 order) -> `Consumer._process` (guarantee: ack before or after the handler) -> handler ->
 `Delivery.ack`, or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
-Under EXACTLY_ONCE the handler's sends wait in an outbox (`msgkit.outbox`) and are published
+Under EXACTLY_ONCE the handler's sends wait in a pending list (`msgkit.pending`) and are published
 after it returned, before the ack; on a backend with transactions they, the dead letters and
 the acks commit together. A batch consumer (`batch=`) runs `msgkit.batch.BatchRunner` in
 place of the dispatcher and `_process`.
@@ -28,7 +28,7 @@ from msgkit.handler import Bound, Handler, adapt, adapt_batch, failure_of, guard
 from msgkit.instrument import Source, observed_handling, observed_publish, report
 from msgkit.logs import get_logger
 from msgkit.message import Headers, Message, Outgoing
-from msgkit.outbox import OUTBOX
+from msgkit.pending import OUTBOX
 
 if TYPE_CHECKING:
     from msgkit.broker import Broker

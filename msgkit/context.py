@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from msgkit.codec import SendHeaders
 from msgkit.message import Key, Message
-from msgkit.outbox import OUTBOX, derived_key
+from msgkit.pending import OUTBOX, derived_key
 
 if TYPE_CHECKING:
     from msgkit.producer import Producer

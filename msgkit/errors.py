@@ -76,11 +76,13 @@ class TLSError(MsgkitError, ConnectionError):
 
 
 class PublishError(MsgkitError):
-    """The broker did not accept a message; `reason` carries the broker's words."""
+    """The broker did not accept a message; `reason` carries the broker's words.
+    `permanent`: sending the same message again cannot succeed (it is too large)."""
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, permanent: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.permanent = permanent
 
 
 class ConsumerLostError(MsgkitError):

@@ -71,6 +71,11 @@ class Instrument:
         dead letters or replays, whose headers must stay as they were."""
         return None
 
+    def creating(self, messages: Sequence[Outgoing]) -> Sequence[Outgoing] | None:
+        """`messages` are written for a later send (the outbox): return them with what
+        must travel in their headers (a trace context), or None to leave them."""
+        return None
+
     def handling(self, source: Source, message: Message, *, current: bool = True
                  ) -> HandleObservation | None:
         """A consumer is about to handle `message` (in the task that will run the handler).
@@ -123,6 +128,16 @@ async def _observed_publish(instruments: Sequence[Instrument], system: str,
     finally:
         for observation in observations:
             _quietly(observation.done, error)
+
+
+def created(instruments: Sequence[Instrument], messages: Sequence[Outgoing]) -> Sequence[Outgoing]:
+    """`messages` as each instrument's `creating` returned them."""
+    for instrument in instruments:
+        try:
+            messages = instrument.creating(messages) or messages
+        except Exception:
+            log.exception("instrument %r failed on an outbox write; writing without it", instrument)
+    return messages
 
 
 HANDLING: ContextVar[Sequence[HandleObservation]] = ContextVar("msgkit_handling", default=())

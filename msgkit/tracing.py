@@ -7,8 +7,10 @@ A send is a PRODUCER span whose W3C trace context travels in the message's heade
 (`traceparent`, `tracestate`); handling is a CONSUMER span continuing it, so a handler's
 `ctx.send` is its child and one trace follows a message across services. Retry copies, dead
 letters and replays keep the headers they had, so every later attempt and a replay from the
-dead-letter queue continue the same trace. Foreign producers' trace headers are honoured.
-Attributes follow OpenTelemetry's messaging conventions; failures are recorded on the span.
+dead-letter queue continue the same trace. A message written to the outbox gets a `create`
+span in the writer's trace; the relay's send links to it and the consumer continues it.
+Foreign producers' trace headers are honoured. Attributes follow OpenTelemetry's messaging
+conventions; failures are recorded on the span.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class _HeaderGetter(Getter[Any]):
 
 
 _GETTER = _HeaderGetter()
+_MAX_LINKS = 128
+"""Links on one send span of copies; a batch beyond that links its first ones."""
 
 
 class Tracing(Instrument):
@@ -61,15 +65,31 @@ class Tracing(Instrument):
             attributes["messaging.message.id"] = messages[0].id
         else:
             attributes["messaging.batch.message_count"] = len(messages)
+        # Copies keep their headers byte for byte, trace context included: their send is
+        # linked to the context each carries (an outbox row's creation, a dead letter's trace).
+        links = [] if not copies else [
+            trace.Link(linked) for out in messages[:_MAX_LINKS]
+            if (linked := trace.get_current_span(propagate.extract(out.headers, getter=_GETTER))
+                .get_span_context()).is_valid]
         span = self._tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER,
-                                       attributes=attributes)
-        if not copies:  # copies keep their headers byte for byte, trace context included
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier, context=trace.set_span_in_context(span))
-            if carrier:
-                messages = [out._replace(headers=_with(out.headers, carrier))
-                            for out in messages]
+                                       attributes=attributes, links=links)
+        if not copies:
+            messages = _carrying(messages, span)
         return _Publish(span, messages)
+
+    def creating(self, messages: Sequence[Outgoing]) -> Sequence[Outgoing]:
+        """A `create <topic>` span per message written to the outbox, a child of the
+        current span; the relay's later send links to it."""
+        out: list[Outgoing] = []
+        for message in messages:
+            span = self._tracer.start_span(f"create {message.topic}", kind=SpanKind.PRODUCER,
+                                           attributes={
+                "messaging.destination.name": message.topic,
+                "messaging.operation.type": "create", "messaging.operation.name": "create",
+                "messaging.message.id": message.id})
+            out.extend(_carrying([message], span))
+            span.end()
+        return out
 
     def handling(self, source: Source, message: Message, *, current: bool = True
                  ) -> HandleObservation:
@@ -86,6 +106,15 @@ class Tracing(Instrument):
                                        kind=SpanKind.CONSUMER, attributes=attributes)
         token = context.attach(trace.set_span_in_context(span)) if current else None
         return _Handle(span, token)
+
+
+def _carrying(messages: Sequence[Outgoing], span: trace.Span) -> Sequence[Outgoing]:
+    """`messages` with `span`'s context in their headers."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    if not carrier:
+        return messages
+    return [out._replace(headers=_with(out.headers, carrier)) for out in messages]
 
 
 def _with(headers: Mapping[str, Any], carrier: Mapping[str, str]) -> Mapping[str, Any]:

@@ -46,8 +46,13 @@ async def test_one_trace_follows_an_order_through_every_service_retry_and_dead_l
         if span.kind is SpanKind.CONSUMER:
             by_group[attr(span, "messaging.consumer.group.name")].append(span)
     assert {"payments", "inventory", "confirmations", "receipts"} <= by_group.keys()
+    # the order's event was created in the outbox, in the order service's trace; the relay's
+    # send links to it, and the consumers continue it
     [root] = [s for s in poisoned if s.parent is None]
-    assert root.kind is SpanKind.PRODUCER and root.name.startswith("send shop.orders.")
+    assert root.kind is SpanKind.PRODUCER and root.name.startswith("create shop.orders.")
+    assert attr(root, "messaging.operation.type") == "create"
+    relayed = [s for t in traces.values() for s in t if s.name.startswith("send shop.orders.")]
+    assert any(link.context.span_id == root.context.span_id for s in relayed for link in s.links)
     ids = {s.context.span_id: s for s in poisoned}
     # payments' own send is a child of its handling, which continues the order's send
     [payment] = by_group["payments"]
@@ -67,11 +72,11 @@ async def test_one_trace_follows_an_order_through_every_service_retry_and_dead_l
     assert any(e.name == "exception" and "MailServerDown" in str(attr(e, "exception.type"))  # type: ignore[arg-type]
                for e in failed.events)
     assert all(attr(s, "messaging.system") == msgkit.connect(msgkit_url).backend.system
-               for s in poisoned)
-    # every order has a trace of its own
+               for s in poisoned if s is not root)  # an outbox write knows no broker
+    # every placed order has a trace of its own; the rejected one's event was never consumed
     orders = [t for t in traces.values()
-              if any(s.name.startswith("send shop.orders.") and s.parent is None for s in t)]
-    assert len(orders) == 4
+              if any(s.name.startswith("create shop.orders.") and s.parent is None for s in t)]
+    assert sorted(any(s.kind is SpanKind.CONSUMER for s in t) for t in orders) == [False] + [True] * 4
 
 
 async def test_a_foreign_trace_context_in_the_headers_is_continued(

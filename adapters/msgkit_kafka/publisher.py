@@ -92,8 +92,12 @@ class _Batch:
         err, topic = self.error
         self.future.set_exception(
             PublishError(f"Kafka did not accept a message for {topic!r}: {explained(err)}",
-                         reason=err.str())
+                         reason=err.str(), permanent=err.code() in PERMANENT_CODES)
         )
+
+
+PERMANENT_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD})
+"""What no retry of the same message can change."""
 
 
 def explained(err: KafkaError) -> str:
@@ -267,6 +271,7 @@ class KafkaPublisher(Publisher):
                         f"Kafka refused a message for {topic!r}: "
                         f"{explained(err) if isinstance(err, KafkaError) else reason}",
                         reason=reason,
+                        permanent=isinstance(err, KafkaError) and err.code() in PERMANENT_CODES,
                     ) from exc
             await asyncio.sleep(0)
         if self._confirm:

@@ -1,4 +1,5 @@
-"""The order flow: an order service publishes; payment, inventory and email react.
+"""The order flow: an order service commits orders with their events (an outbox), a relay
+publishes them; payment, inventory and email react.
 
-Start reading at `flow.py`; `events.py` holds the messages, `services.py` the handlers.
+Start reading at `flow.py`; `events.py` holds the messages, `order_service.py` the outbox.
 """

@@ -1,4 +1,5 @@
-"""`python -m examples.orders` (what `make demo` runs)."""
+"""`python -m examples.orders` (what `make demo` runs). `MSGKIT_URL` picks the broker,
+`ORDERS_DB` the order service's database (default: a temporary SQLite file)."""
 
 import asyncio
 import logging

@@ -1,12 +1,15 @@
 """Choreography: no one is in charge; each service reacts to the event before it.
 
     order service --OrderPlaced--> payments --PaymentProcessed--> inventory --StockReserved--> emails
-                              \\--> receipts (emails group: "we got your order")
+     (outbox + relay)         \\--> receipts (emails group: "we got your order")
 
-The receipt mailer fails for one address: the message is retried with delays, then
-dead-lettered, then replayed to the receipts group once the mail server is fixed.
-Nothing is lost meanwhile, and no other group sees the replay. Payments and inventory
-deduplicate by idempotency key, so a repeated event never charges or reserves twice.
+The order service writes each order and its OrderPlaced event in one database transaction
+(the outbox, `order_service.py`); a relay in the same process publishes the event once that
+transaction committed. An order refused after its row was written rolls back, event
+included: nobody ever hears of it. The receipt mailer fails for one address: the message is
+retried with delays, then dead-lettered, then replayed to the receipts group once the mail
+server is fixed. Nothing is lost meanwhile, and no other group sees the replay. Payments and
+inventory deduplicate by idempotency key, so a repeated event never charges or reserves twice.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import asyncio
 import msgkit
 from examples.orders.events import OrderPlaced, PaymentProcessed, StockReserved, Topics
 from examples.orders.ledger import Ledger
+from examples.orders.order_service import InvalidOrder, OrderService
 from msgkit.dedup import Dedup
 from msgkit.dlq import DeadLetterQueue
 from msgkit.handler import Handler
+from msgkit.outbox import Relay
 from msgkit.testing import eventually
 
 RETRIES = msgkit.FailurePolicy(max_attempts=3, delays=(0.2, 0.5))
@@ -28,8 +33,10 @@ class MailServerDown(Exception):
     """The mail server refused the message: worth retrying later."""
 
 
-async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
-              orders: list[OrderPlaced]) -> None:
+async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger, orders: list[OrderPlaced],
+              service: OrderService) -> None:
+    """Places `orders` through `service` (not yet open; it publishes to `topics.orders`) and
+    follows them through every service."""
     broken = {o.email for o in orders if "broken" in o.email}
 
     async def charge(order: OrderPlaced, ctx: msgkit.Context) -> None:
@@ -69,14 +76,17 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
     ]
     await asyncio.gather(*(consumer.start(handler) for consumer, handler in consumers))
 
-    producer = broker.producer(required_groups=("payments", "receipts"))
-    for order in orders:
-        await producer.send(topics.orders, order, key=order.order_id, idempotency_key=order.order_id)
-        ledger.log("orders", f"placed {order.order_id} for {order.customer}; returned at once")
+    # The relay publishes what the order service committed; on RabbitMQ only once the
+    # payments and receipts queues exist, so no order is published before they can keep it.
+    async with service, Relay(service.db, broker, table=service.outbox_table,
+                              required_groups=("payments", "receipts")) as relay:
+        placed = await place(service, ledger, orders)
+        await eventually(lambda: ledger.confirmations == placed, timeout=60,
+                         message="every order paid, reserved and confirmed")
+        await eventually(lambda: relay.published == len(placed), timeout=10,
+                         message="the relay counted every order it published")
+    ledger.log("relay", f"published {relay.published} OrderPlaced events, one per committed order")
 
-    everyone = {o.order_id for o in orders}
-    await eventually(lambda: ledger.confirmations == everyone, timeout=60,
-                     message="every order paid, reserved and confirmed")
     def refusals() -> int:
         return sum("refused" in line for line in ledger.lines)
 
@@ -95,9 +105,25 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
     broken.clear()  # the mail server is back: replay the dead letter to the receipts group only
     moved = await dlq.replay()
     ledger.log("dlq", f"replayed {moved} message(s) to the receipts group")
-    await eventually(lambda: ledger.receipts == everyone, timeout=60,
+    await eventually(lambda: ledger.receipts == placed, timeout=60,
                      message="every receipt sent")
     for consumer, _ in consumers:
         await consumer.stop()
     await dedup.close()
 
+
+async def place(service: OrderService, ledger: Ledger, orders: list[OrderPlaced]) -> set[str]:
+    """Places each order; returns the ids of those committed (row and event)."""
+    placed: set[str] = set()
+    for order in orders:
+        try:
+            await service.place(order)
+        except InvalidOrder as exc:
+            ledger.rejected.append(order.order_id)
+            ledger.log("orders", f"rejected {order.order_id} ({exc}): its row and OrderPlaced "
+                                 "rolled back, nothing to publish")
+            continue
+        placed.add(order.order_id)
+        ledger.log("orders", f"placed {order.order_id} for {order.customer}: row and OrderPlaced "
+                             "in one transaction")
+    return placed

@@ -15,6 +15,7 @@ class Ledger:
     confirmations: set[str] = field(default_factory=set)
     cancelled: set[str] = field(default_factory=set)
     dead_lettered: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
     quiet: bool = False
 
     def log(self, service: str, text: str) -> None:

@@ -147,9 +147,9 @@ class Worker:
     process: subprocess.Popen[str]
 
     @classmethod
-    def start(cls, *args: str) -> Worker:
+    def start(cls, *args: str, module: str = "msgkit.testing.crash") -> Worker:
         return cls(subprocess.Popen(
-            [sys.executable, "-m", "msgkit.testing.crash", *args],
+            [sys.executable, "-m", module, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
 

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 
 from msgkit.message import Outgoing
 
-OUTBOX: ContextVar[list[Outgoing] | None] = ContextVar("msgkit_outbox", default=None)
+OUTBOX: ContextVar[list[Outgoing] | None] = ContextVar("msgkit_pending", default=None)
 """The outbox of the handler attempt running in this task, if it is exactly-once."""
 
 
