@@ -199,6 +199,9 @@ class Backend(ABC):
     first_fetch_grace: float = 0.0
     """Seconds a new member's first fetch may take beyond a quiet queue's wait (dead-letter
     reads add it to their first wait, so a slow start-up is not taken for an empty queue)."""
+    quiet_after: float | None = None
+    """Seconds after which a fetch that brought nothing means the queue is empty (memory://
+    delivers in-process: at once); None: readers wait their own `idle`."""
     capabilities: Capabilities = Capabilities()
     single_send_options: Mapping[str, Any] = MappingProxyType({})
     """Producer options for sends that are each awaited alone (dead letters): a client that

@@ -1,4 +1,5 @@
-"""`msgkit` command line. `msgkit dlq --help` lists the dead-letter commands.
+"""`msgkit` command line. `msgkit dlq --help` lists the dead-letter commands, `msgkit outbox
+--help` the transactional outbox's.
 
 The broker comes from `--url` or `MSGKIT_URL` (as for `msgkit.connect()`).
 """
@@ -9,7 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,14 +21,23 @@ from rich.table import Table
 
 import msgkit
 from msgkit import headers as h
-from msgkit.dlq import DeadLetterQueue, Filter
+from msgkit.dlq import IDLE, DeadLetterQueue, Filter
 from msgkit.errors import ConfigurationError, MsgkitError
+from msgkit.outbox import Counts, Relay
+from msgkit.outbox.relay import DEFAULT_BATCH, open_source
+from msgkit.outbox.schema import DEFAULT_TABLE
+from msgkit.outbox.schema import Table as OutboxTable
+from msgkit.outbox.source import Source
+from msgkit.url import redact
 
 T = TypeVar("T")
 
 app = typer.Typer(help="msgkit: messaging tools.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect, replay and purge dead-lettered messages.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+outbox_app = typer.Typer(help="Relay and inspect a transactional outbox (msgkit.outbox).",
+                         no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 console = Console()
 
 Topic = Annotated[str, typer.Argument(help="The original topic the group consumed.")]
@@ -37,6 +47,14 @@ Exc = Annotated[str | None, typer.Option("--exception", help="Only this exceptio
 Key = Annotated[str | None, typer.Option("--key", help="Only messages with this key.")]
 Since = Annotated[dt.datetime | None, typer.Option("--since", help="Only failures at or after (UTC).")]
 Until = Annotated[dt.datetime | None, typer.Option("--until", help="Only failures at or before (UTC).")]
+Idle = Annotated[float, typer.Option(
+    "--idle", min=0.05, help="Seconds without a new dead letter after which a read ends.")]
+Db = Annotated[str, typer.Option(
+    "--db", envvar="MSGKIT_OUTBOX_DB",
+    help="The outbox's database: postgresql://user:pw@host:5432/db or sqlite:///path.db.")]
+TableName = Annotated[str, typer.Option("--table", help="The outbox table.")]
+Schema = Annotated[str | None, typer.Option(
+    "--schema", help="The table's PostgreSQL schema (default: the search path's).")]
 
 
 def _filter(exception: str | None, key: str | None, since: dt.datetime | None,
@@ -65,8 +83,18 @@ def _run(url: str | None, work: Callable[[msgkit.Broker], Awaitable[T]],
     try:
         return asyncio.run(main())
     except MsgkitError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(1)
+
+
+def _database_failed(db: str, exc: BaseException) -> NoReturn:
+    """The database's own errors (unreachable, refused, no such schema) are not msgkit's:
+    redacted here, in case one quotes the URL."""
+    _fail(f"outbox database {redact(db)}: {redact(str(exc))}")
 
 
 def _when(value: str | None) -> str:
@@ -88,10 +116,11 @@ _TIMES = (h.FIRST_FAILURE_AT, h.DLQ_LAST_FAILURE_AT)
 @dlq_app.command("list")
 def list_(topic: Topic, group: Group, url: Url = None, exception: Exc = None, key: Key = None,
           since: Since = None, until: Until = None,
-          limit: Annotated[int, typer.Option(help="At most this many.")] = 100) -> None:
+          limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+          idle: Idle = IDLE) -> None:
     """List dead letters with their failure (they stay where they are)."""
     where = _filter(exception, key, since, until)
-    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(
+    found = _run(url, lambda b: DeadLetterQueue(b, topic, group, idle=idle).messages(
         where=where, limit=limit, missing_ok=False))
     table = Table(title=f"dead letters of {topic} / {group}: {len(found)}")
     table.add_column("id", overflow="fold", no_wrap=False)  # whole: `show` takes it
@@ -109,9 +138,9 @@ def list_(topic: Topic, group: Group, url: Url = None, exception: Exc = None, ke
 @dlq_app.command()
 def show(topic: Topic, group: Group,
          message_id: Annotated[str, typer.Argument(help="The id, or its first characters.")],
-         url: Url = None) -> None:
+         url: Url = None, idle: Idle = IDLE) -> None:
     """Show one dead letter: headers, traceback and payload."""
-    found = _run(url, lambda b: DeadLetterQueue(b, topic, group).messages(missing_ok=False))
+    found = _run(url, lambda b: DeadLetterQueue(b, topic, group, idle=idle).messages(missing_ok=False))
     match = [m for m in found if m.id == message_id] or \
         [m for m in found if m.id.startswith(message_id)]
     if len(match) != 1:
@@ -137,12 +166,12 @@ def show(topic: Topic, group: Group,
 
 @dlq_app.command()
 def replay(topic: Topic, group: Group, url: Url = None, exception: Exc = None, key: Key = None,
-           since: Since = None, until: Until = None) -> None:
+           since: Since = None, until: Until = None, idle: Idle = IDLE) -> None:
     """Send dead letters back to the topic for the group only, attempts reset."""
     where = _filter(exception, key, since, until)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
         task = bar.add_task("replaying", total=None)
-        moved = _run(url, lambda b: DeadLetterQueue(b, topic, group).replay(
+        moved = _run(url, lambda b: DeadLetterQueue(b, topic, group, idle=idle).replay(
             where=where, missing_ok=False,
             progress=lambda m: bar.update(task, advance=1, description=f"replayed {m.id}")))
     console.print(f"replayed {moved} message(s) to {topic} for group {group}")
@@ -151,13 +180,13 @@ def replay(topic: Topic, group: Group, url: Url = None, exception: Exc = None, k
 @dlq_app.command()
 def purge(topic: Topic, group: Group, url: Url = None, exception: Exc = None, key: Key = None,
           since: Since = None, until: Until = None,
-          yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False
-          ) -> None:
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+          idle: Idle = IDLE) -> None:
     """Delete dead letters for good."""
     if not yes:
         typer.confirm(f"Delete the matching dead letters of {topic} / {group}?", abort=True)
     where = _filter(exception, key, since, until)
-    purged = _run(url, lambda b: DeadLetterQueue(b, topic, group).purge(
+    purged = _run(url, lambda b: DeadLetterQueue(b, topic, group, idle=idle).purge(
         where=where, missing_ok=False))
     console.print(f"purged {purged} message(s)")
 
@@ -222,6 +251,120 @@ def run_worker(
     else:
         code = worker.run(target, port=port, drain_timeout=drain_timeout)
     raise typer.Exit(code)
+
+
+def _outbox(db: str, table: str, schema: str | None, work: Callable[[Source], Awaitable[T]]) -> T:
+    """`work` done on the outbox in `db`, opened (which creates its table if missing)."""
+    async def main() -> T:
+        source = open_source(db, OutboxTable(table, schema), retention=0.0, lease=10.0)
+        try:
+            await source.open()
+            return await work(source)
+        except source.errors as exc:
+            _database_failed(db, exc)
+        finally:
+            await source.close()
+
+    try:
+        return asyncio.run(main())
+    except MsgkitError as exc:
+        _fail(str(exc))
+
+
+def _where(db: str, table: str, schema: str | None) -> str:
+    return escape(f"{OutboxTable(table, schema).sql} in {redact(db)}")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+
+
+@outbox_app.command("relay")
+def relay_(
+    db: Db,
+    url: Url = None,
+    table: TableName = DEFAULT_TABLE,
+    schema: Schema = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per publish.")
+                          ] = DEFAULT_BATCH,
+    retention: Annotated[float, typer.Option(
+        "--retention", min=0, help="Seconds published rows are kept (0: deleted once published).")
+    ] = 0.0,
+    required_groups: Annotated[list[str] | None, typer.Option(
+        "--required-group", help="RabbitMQ: a group whose queue must exist before a message "
+        "is published (repeat for more).")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+) -> None:
+    """Publish the outbox's committed rows until SIGTERM or SIGINT, then finish the round in
+    progress and exit (0: stopped as asked, 1: failed)."""
+    from msgkit import jsonlog, worker
+
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format is text or json")
+    jsonlog.configure(log_format)
+
+    async def relay_until_stopped(broker: msgkit.Broker) -> int:
+        relay = Relay(db, broker, table=table, schema=schema, batch_size=batch_size,
+                      retention=retention, required_groups=required_groups or ())
+        told = asyncio.Event()
+        with worker._on_signals(told.set):
+            try:
+                try:
+                    await relay.start()
+                except relay.source.errors as exc:
+                    _database_failed(db, exc)
+                console.print(f"relaying {_where(db, table, schema)} to {escape(broker.url)}",
+                              soft_wrap=True)  # a log line: whole, for grep
+                # A relay that died must not leave this process up, publishing nothing.
+                stopped, ended = asyncio.ensure_future(told.wait()), asyncio.ensure_future(relay.wait())
+                # Its failure, if any, is raised by `stop()` below: not also reported here.
+                ended.add_done_callback(lambda task: task.cancelled() or task.exception())
+                await asyncio.wait([ended, stopped], return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                ended.cancel()
+            finally:
+                await relay.stop()  # raises what ended the relay, if it failed
+        return relay.published
+
+    published = _run(url, relay_until_stopped, what="messages", instead="msgkit.outbox.Relay")
+    console.print(f"relay stopped: published {published} message(s)", soft_wrap=True)
+
+
+@outbox_app.command()
+def status(db: Db, table: TableName = DEFAULT_TABLE, schema: Schema = None) -> None:
+    """Rows waiting to be published, set aside after a permanent failure, and kept after
+    publishing (--retention)."""
+    counts: Counts = _outbox(db, table, schema, lambda source: source.counts())
+    oldest = f" (the oldest waiting for {_age(counts.oldest_pending_age)})" if counts.pending else ""
+    console.print(f"outbox {_where(db, table, schema)}")
+    console.print(f"pending: {counts.pending}{oldest}")
+    console.print(f"failed: {counts.failed}"
+                  + (" (set aside: fix the cause, then `msgkit outbox retry`)" if counts.failed else ""))
+    console.print(f"published, kept: {counts.published}")
+
+
+@outbox_app.command()
+def retry(db: Db, table: TableName = DEFAULT_TABLE, schema: Schema = None) -> None:
+    """Put the rows set aside after a permanent failure back to pending, for the relay."""
+    count = _outbox(db, table, schema, lambda source: source.retry_failed())
+    console.print(f"{count} failed row(s) back to pending in {_where(db, table, schema)}")
+
+
+@outbox_app.command()
+def create(db: Db, table: TableName = DEFAULT_TABLE, schema: Schema = None) -> None:
+    """Create the outbox table and its indexes (else the first `Outbox.send` does, inside
+    the service's transaction); an existing one is left as it is."""
+
+    async def nothing(source: Source) -> None:
+        """Opening the source created the table."""
+
+    _outbox(db, table, schema, nothing)
+    lease_table = " and its relay lease table" if db.startswith("sqlite:") else ""
+    console.print(f"outbox table {_where(db, table, schema)} ready: created with its indexes"
+                  f"{lease_table} if it was missing")
 
 
 def main() -> None:

@@ -136,7 +136,8 @@ class DeadLetterQueue:
         subscription = await self._subscribe(spec, missing_ok)
         if subscription is None:
             return
-        wait = self.idle + self.broker.backend.first_fetch_grace
+        idle = self._idle()
+        wait = idle + self.broker.backend.first_fetch_grace
         held = 0
         try:
             while True:
@@ -144,7 +145,7 @@ class DeadLetterQueue:
                     batch = await asyncio.wait_for(subscription.fetch(500), wait)
                 except TimeoutError:
                     return
-                wait = self.idle
+                wait = idle
                 if not batch:
                     return
                 for delivery in batch:
@@ -160,10 +161,14 @@ class DeadLetterQueue:
             await subscription.close()
 
 
+    def _idle(self) -> float:
+        quiet = self.broker.backend.quiet_after
+        return self.idle if quiet is None else min(self.idle, quiet)
+
     async def _subscribe(self, spec: SubscriptionSpec, missing_ok: bool) -> Subscription | None:
         """The reader's subscription; None when the queue is still missing after `idle`
         seconds of looking (a missing queue reads like an empty one, in the same time)."""
-        deadline = asyncio.get_running_loop().time() + self.idle
+        deadline = asyncio.get_running_loop().time() + self._idle()
         while True:
             try:
                 return await self.broker.backend.subscribe(spec)

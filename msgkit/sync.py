@@ -21,12 +21,15 @@ import asyncio
 import atexit
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgkit
 from msgkit.codec import SendHeaders
 from msgkit.errors import ClosedError
 from msgkit.message import Key, Message
+
+if TYPE_CHECKING:
+    from msgkit.outbox import Relay
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -45,6 +48,7 @@ class Broker:
         self._thread.start()
         self._closed = threading.Event()
         self._stopped = threading.Event()
+        self._relays: list[Relay] = []
         try:
             self.broker: msgkit.Broker = self.call(_connected(url, options))
         except BaseException:
@@ -63,6 +67,14 @@ class Broker:
     def producer(self, **options: Any) -> Producer:
         """A producer (options as `msgkit.Broker.producer`), safe to share between threads."""
         return Producer(self, self.broker.producer(**options))
+
+    def relay(self, db: str, **options: Any) -> Relay:
+        """Starts a transactional-outbox relay publishing what commits to `db`'s outbox
+        (`outbox.send_sync(conn, ...)` in the view's transaction); options as
+        `msgkit.outbox.Relay`. It stops, finishing its round, when the broker closes."""
+        relay: Relay = self.call(_started_relay(db, self.broker, options))
+        self._relays.append(relay)
+        return relay
 
     def subscribe(self, topic: str, handler: Callable[[Message], Any], *,
                   group: str | None = None, **consumer_options: Any) -> msgkit.Consumer:
@@ -103,10 +115,15 @@ class Broker:
             return
         self._closed.set()
         try:
-            asyncio.run_coroutine_threadsafe(self.broker.close(), self._loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result(timeout)
         finally:
             self._stop_loop()
             atexit.unregister(self.close)
+
+    async def _shut_down(self) -> None:
+        for relay in self._relays:  # before the broker they publish through
+            await relay.stop()
+        await self.broker.close()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -148,6 +165,14 @@ class Producer:
 
     def _run(self, work: Coroutine[Any, Any, T], timeout: float | None) -> T:
         return self._broker.call(work, timeout)
+
+
+async def _started_relay(db: str, broker: msgkit.Broker, options: dict[str, Any]) -> Relay:
+    from msgkit.outbox import Relay
+
+    relay = Relay(db, broker, **options)
+    await relay.start()
+    return relay
 
 
 async def _connected(url: str | None, options: dict[str, Any]) -> msgkit.Broker:

@@ -52,14 +52,14 @@ async def test_dlq_commands_list_show_replay_and_purge(amqp_url: str, unique_nam
         # A URL naming several nodes, the first of them down, works as one node does.
         netloc = urlsplit(amqp_url).netloc
         nodes = amqp_url.replace(netloc, netloc.replace("@", "@127.0.0.1:1,", 1), 1)
-        common = (unique_name, "--group", "g", "--url", nodes)
+        common = (unique_name, "--group", "g", "--url", nodes, "--idle", "0.5")
         listing = await asyncio.to_thread(_cli, "list", *common)
         assert all(i in listing for i in ids) and "LookupError" in listing
         assert "guest:guest" not in listing
-        shown = await asyncio.to_thread(_cli, "show", *common[:3], ids[0], "--url", nodes)
+        shown = await asyncio.to_thread(_cli, "show", *common[:3], ids[0], *common[3:])
         assert "no customer for a" in shown and "Traceback" in shown
         ambiguous = await asyncio.to_thread(_cli, "show", *common[:3], ids[0][:10], "--url",
-                                            amqp_url, status=1)
+                                            amqp_url, "--idle", "0.5", status=1)
         assert "2 dead letters match" in ambiguous, "a prefix names one dead letter, or none"
         assert re.search(r"msgkit-dlq-last-failure-at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown)
         replayed = await asyncio.to_thread(_cli, "replay", *common, "--key", "a")

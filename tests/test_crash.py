@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(600)
 
 KILLS = int(os.environ.get("MSGKIT_CRASH_KILLS", "3"))
 """Each kill point (before, during, after the handler) once in `make test`; `make soak`: 60."""
-RELAY_KILLS = max(KILLS, 9)
+RELAY_KILLS = max(KILLS, 6)
 """Kafka's exactly-once relay is the proof of its transactions: more kills by default."""
 MESSAGES = 120
 GROUP = "crash"

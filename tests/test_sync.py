@@ -4,12 +4,14 @@ clean close."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +84,34 @@ def test_a_script_that_never_closes_exits_cleanly(msgkit_url: str, unique_name: 
                           capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0 and done.stdout.strip(), done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "Task was destroyed" not in done.stderr, done.stderr
+
+
+def test_views_write_through_the_outbox_and_the_brokers_relay_publishes(
+    tmp_path: Path, unique_name: str
+) -> None:
+    """Synchronous views (threads) commit rows with `send_sync`; `broker.relay` publishes."""
+    from msgkit.outbox import Outbox
+
+    db_path = tmp_path / "app.db"
+    outbox = Outbox()
+    got: list[bytes] = []
+    with msgkit.sync.connect("memory://") as broker:
+        broker.subscribe(unique_name, lambda msg: got.append(msg.value), group="g")
+        runner = threading.Thread(target=broker.run)
+        runner.start()
+        relay = broker.relay(f"sqlite:///{db_path}", required_groups=("g",))
+
+        def view(n: int) -> None:  # one request: the row and its event in one transaction
+            db = sqlite3.connect(db_path, timeout=30)
+            with db:
+                db.execute("CREATE TABLE IF NOT EXISTS orders (n INTEGER)")
+                db.execute("INSERT INTO orders VALUES (?)", (n,))
+                outbox.send_sync(db, unique_name, f"{n}")
+            db.close()
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(view, range(40)))
+        wait_until(lambda: len(got) == 40, "every committed row published")
+        broker.close()
+        runner.join(WAIT)
+    assert relay.published == 40 and sorted(got) == sorted(f"{n}".encode() for n in range(40))

@@ -32,6 +32,7 @@ _YIELD_EVERY = 128  # let consumers run while a producer publishes in a tight lo
 
 class MemoryBackend(Backend):
     system = "memory"
+    quiet_after = 0.05  # the hub hands over what it holds at once
     capabilities = Capabilities(
         persistent=False,
         ordered_per_key=True,

@@ -128,17 +128,21 @@ class PostgresSource(Source):
 
     async def _listen(self) -> None:
         """Sets `_woken` on each commit's notification; polling covers a lost connection."""
+        failing = False
         while True:
             try:
                 listener = await self._connect(autocommit=True)
                 async with listener:
                     await listener.execute(f'LISTEN "{self.table.channel}"')
+                    failing = False
                     self._woken.set()  # rows committed while not listening
                     async for _ in listener.notifies():
                         self._woken.set()
             except psycopg.Error as exc:
-                log.warning("outbox notifications from %s stopped (%s); polling until back",
-                            redact(self._url), redact(str(exc)))
+                if not failing:  # once per outage
+                    log.warning("outbox notifications from %s stopped (%s); polling until back",
+                                redact(self._url), redact(str(exc)))
+                failing = True
                 await asyncio.sleep(1.0)
 
     async def _connect(self, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:

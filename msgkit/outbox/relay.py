@@ -31,6 +31,9 @@ from msgkit.outbox.source import Claim, Counts, Source
 from msgkit.url import URL, redact
 
 log = get_logger("msgkit.outbox")
+DEFAULT_BATCH = 1000
+"""Rows per claim and publish: larger batches publish faster (Kafka: 500 rows ran at
+0.6x of `send_many`) and repeat more rows after a relay's crash."""
 
 class Relay:
     """Publishes what `Outbox.send` wrote to `db` through `broker`.
@@ -50,7 +53,7 @@ class Relay:
         *,
         table: str = DEFAULT_TABLE,
         schema: str | None = None,
-        batch_size: int = 1000,
+        batch_size: int = DEFAULT_BATCH,
         poll_interval: float = 1.0,
         retention: float = 0.0,
         lease: float = 10.0,
@@ -91,9 +94,15 @@ class Relay:
                     if self.retention > 0 and time.monotonic() >= next_purge:
                         next_purge = time.monotonic() + 60.0
                         await self.source.purge(self.retention)
+                except ClosedError:
+                    raise  # the broker was closed under the relay: nothing left to publish to
                 except self.source.errors as exc:
                     log.warning("outbox %s unavailable (%s); retrying", self._db, redact(str(exc)))
                     await self._close_source()
+                    progressed = False
+                    self._failures += 1
+                except Exception:  # a relay that died here would leave every row waiting
+                    log.exception("outbox relay round failed; retrying")
                     progressed = False
                     self._failures += 1
                 if progressed and not self._stopping:
@@ -155,6 +164,20 @@ class Relay:
                     await task
         await self._close_source()
         await self._producer.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background task (`start`) is publishing."""
+        return self._task is not None and not self._task.done()
+
+    async def wait(self) -> None:
+        """Until the background task ends: after `stop()`, or raising what made it fail."""
+        task = self._task
+        if task is None:
+            return
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
     async def counts(self) -> Counts:
         await self._ensure_open()

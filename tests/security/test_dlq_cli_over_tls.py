@@ -60,7 +60,7 @@ async def test_dlq_cli_lists_and_replays_over_the_secure_connection(
                 letters[:] = await dlq.messages()
 
         await asyncio.wait_for(read(), WAIT)
-        common = (unique_name, "--group", "g", "--url", url)
+        common = (unique_name, "--group", "g", "--url", url, "--idle", "0.5")
         listing = await asyncio.to_thread(cli, "list", *common)
         assert all(i in listing for i in ids) and "LookupError" in listing
         broken = False
