@@ -253,12 +253,13 @@ def run_worker(
     raise typer.Exit(code)
 
 
-def _outbox(db: str, table: str, schema: str | None, work: Callable[[Source], Awaitable[T]]) -> T:
-    """`work` done on the outbox in `db`, opened (which creates its table if missing)."""
+def _outbox(db: str, table: str, schema: str | None, work: Callable[[Source], Awaitable[T]],
+            *, create: bool = False) -> T:
+    """`work` done on the outbox in `db`; a missing table is an error unless `create`."""
     async def main() -> T:
         source = open_source(db, OutboxTable(table, schema), retention=0.0, lease=10.0)
         try:
-            await source.open()
+            await source.open(create=create)
             return await work(source)
         except source.errors as exc:
             _database_failed(db, exc)
@@ -361,7 +362,7 @@ def create(db: Db, table: TableName = DEFAULT_TABLE, schema: Schema = None) -> N
     async def nothing(source: Source) -> None:
         """Opening the source created the table."""
 
-    _outbox(db, table, schema, nothing)
+    _outbox(db, table, schema, nothing, create=True)
     lease_table = " and its relay lease table" if db.startswith("sqlite:") else ""
     console.print(f"outbox table {_where(db, table, schema)} ready: created with its indexes"
                   f"{lease_table} if it was missing")

@@ -198,6 +198,10 @@ class Producer:
                 "client": settings}
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def native(self) -> Any:
         """The broker client's producer (None before the first send)."""
         return self._publisher.native if self._publisher else None

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgkit
 from msgkit.codec import SendHeaders
 from msgkit.errors import ClosedError
+from msgkit.logs import get_logger
 from msgkit.message import Key, Message
 
 if TYPE_CHECKING:
     from msgkit.outbox import Relay
 
+log = get_logger("msgkit.sync")
 T = TypeVar("T")
 V = TypeVar("V")
 DEFAULT_TIMEOUT = 120.0
@@ -121,9 +123,14 @@ class Broker:
             atexit.unregister(self.close)
 
     async def _shut_down(self) -> None:
-        for relay in self._relays:  # before the broker they publish through
-            await relay.stop()
-        await self.broker.close()
+        try:
+            for relay in self._relays:  # before the broker they publish through
+                try:
+                    await relay.stop()
+                except Exception:  # it already logged why it failed; close the rest
+                    log.exception("outbox relay %r failed", relay)
+        finally:
+            await self.broker.close()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,6 +1,6 @@
 """msgkit against FastStream on Kafka (`faststream[confluent]`), same broker, same run.
 
-The same two cases as `faststream.py` runs on RabbitMQ:
+The same two cases as `faststream.py` runs on RabbitMQ, and a batch-handler one:
 1. Awaited single sends: one `send`/`publish` at a time, each waiting for the broker's
    acknowledgement (acks=all and idempotence on both, as msgkit's at-least-once). Other
    producer settings are each library's defaults: librdkafka's `linger.ms` of 5 ms for
@@ -11,6 +11,9 @@ The same two cases as `faststream.py` runs on RabbitMQ:
    Timed from the first to the last message handled: the group join is not counted.
    FastStream's consumer gets the test broker's session and fetch-wait settings, as
    msgkit's does from the URL.
+3. Consume and commit with a batch handler: msgkit's `batch=1000` handler against
+   FastStream's batch subscriber (`batch=True, max_records=1000`, `AckPolicy.ACK`: a commit
+   after each batch handled), both a list of messages per call. Same topic, same timing.
 
 FastStream's logging is off (`logger=None`), as msgkit logs nothing per message.
 """
@@ -25,7 +28,16 @@ from faststream import AckPolicy
 from faststream.confluent import KafkaBroker
 
 import msgkit
-from bench.cases.kafka import PAYLOAD, _confs, _create, _fill, _topic, msgkit_consume
+from bench.cases.kafka import (
+    BATCH,
+    PAYLOAD,
+    _confs,
+    _create,
+    _fill,
+    _topic,
+    msgkit_consume,
+    msgkit_consume_batch,
+)
 from bench.harness import Case, Countdown
 
 
@@ -63,23 +75,42 @@ async def faststream_awaited_sends(url: str, n: int) -> float:
 
 
 async def faststream_consume(url: str, n: int) -> float:
+    return await _faststream_consume(url, n, batch=False)
+
+
+async def faststream_consume_batch(url: str, n: int) -> float:
+    return await _faststream_consume(url, n, batch=True)
+
+
+async def _faststream_consume(url: str, n: int, *, batch: bool) -> float:
+    """`batch`: a batch subscriber (up to `BATCH` bodies per call), else one per message."""
     topic = _topic()
     await _create(url, topic)
     await _fill(url, topic, n)
     _, conf = _confs(url)
     broker = _faststream(url)
     countdown = Countdown(n)
-
-    @broker.subscriber(
-        topic, group_id="bench-faststream", auto_offset_reset="earliest",
-        ack_policy=AckPolicy.ACK,
-        session_timeout_ms=int(conf.get("session.timeout.ms", 10_000)),
-        heartbeat_interval_ms=int(conf.get("heartbeat.interval.ms", 3_000)),
-        fetch_max_wait_ms=int(conf.get("fetch.wait.max.ms", 500)),
-        max_poll_interval_ms=int(conf.get("max.poll.interval.ms", 300_000)),
-    )
-    async def handler(body: bytes) -> None:
-        await countdown(body)
+    session = int(conf.get("session.timeout.ms", 10_000))
+    heartbeat = int(conf.get("heartbeat.interval.ms", 3_000))
+    fetch_wait = int(conf.get("fetch.wait.max.ms", 500))
+    poll_interval = int(conf.get("max.poll.interval.ms", 300_000))
+    if batch:
+        @broker.subscriber(
+            topic, group_id="bench-faststream", auto_offset_reset="earliest",
+            ack_policy=AckPolicy.ACK, session_timeout_ms=session, heartbeat_interval_ms=heartbeat,
+            fetch_max_wait_ms=fetch_wait, max_poll_interval_ms=poll_interval,
+            batch=True, max_records=BATCH,
+        )
+        async def handle_many(bodies: list[bytes]) -> None:
+            await countdown.many(bodies)
+    else:
+        @broker.subscriber(
+            topic, group_id="bench-faststream", auto_offset_reset="earliest",
+            ack_policy=AckPolicy.ACK, session_timeout_ms=session, heartbeat_interval_ms=heartbeat,
+            fetch_max_wait_ms=fetch_wait, max_poll_interval_ms=poll_interval,
+        )
+        async def handle(body: bytes) -> None:
+            await countdown(body)
 
     await broker.start()
     try:
@@ -99,4 +130,7 @@ CASES = [
     Case("kafka consume and commit vs FastStream", "kafka", "faststream",
          msgkit_consume, faststream_consume, messages=20_000,
          notes="3 partitions, commit after handler; timed first to last message"),
+    Case("kafka consume and commit, batch handler vs FastStream batch", "kafka",
+         "faststream batch", msgkit_consume_batch, faststream_consume_batch, messages=100_000,
+         notes=f"batch={BATCH} handler vs batch=True, max_records={BATCH}; commit per batch"),
 ]

@@ -37,6 +37,7 @@ def adapt(conn: Any) -> Connection:
         _check_sqlite(conn)
         return _SQLite3(conn, "sqlite", None, False)
     if module.startswith("aiosqlite"):
+        _check_sqlite(conn)
         return _AioSQLite(conn, "sqlite", None, True)
     if module.startswith("sqlalchemy"):
         bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
@@ -44,7 +45,10 @@ def adapt(conn: Any) -> Connection:
         if dialect not in ("postgresql", "sqlite"):
             raise ConfigurationError(f"the outbox supports PostgreSQL and SQLite, not {dialect}")
         database = None if dialect == "sqlite" else bind.engine.url.render_as_string(hide_password=True)
-        return _SQLAlchemy(conn, dialect, database, type(conn).__name__.startswith("Async"))
+        is_async = type(conn).__name__.startswith("Async")
+        if not is_async:  # (an async one's driver connection is reachable only by awaiting)
+            _check_sqlalchemy(conn)
+        return _SQLAlchemy(conn, dialect, database, is_async)
     raise ConfigurationError(
         f"the outbox cannot write through a {module}.{type(conn).__name__}: pass a psycopg, "
         "sqlite3 or aiosqlite connection, or a SQLAlchemy Session or Connection"
@@ -110,6 +114,18 @@ def _named(params: Params) -> Any:
 
 def _rows(result: Any) -> Any:
     return result.fetchall() if result.returns_rows else None
+
+
+def _check_sqlalchemy(conn: Any) -> None:
+    """The driver's own connection under a Session or Connection, checked as if given."""
+    from sqlalchemy.orm import Session
+
+    connection = conn.connection() if isinstance(conn, Session) else conn
+    driver = connection.connection.dbapi_connection
+    if type(driver).__module__.startswith("psycopg"):
+        _check_psycopg(driver)
+    elif type(driver).__module__.startswith("sqlite3"):
+        _check_sqlite(driver)
 
 
 def _check_psycopg(conn: Any) -> None:

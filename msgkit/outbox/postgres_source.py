@@ -20,10 +20,14 @@ import psycopg
 from msgkit.logs import get_logger
 from msgkit.outbox.rows import Pending, from_columns
 from msgkit.outbox.schema import PENDING, Table
-from msgkit.outbox.source import Claim, Counts, Source
+from msgkit.outbox.source import HINT, Claim, Counts, MissingTableError, Source
 from msgkit.url import redact
 
 log = get_logger("msgkit.outbox")
+
+
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 15, "keepalives_interval": 5,
+              "keepalives_count": 6, "tcp_user_timeout": 45_000}
 
 
 class PostgresSource(Source):
@@ -43,20 +47,35 @@ class PostgresSource(Source):
                        f"FROM {t} WHERE {PENDING} AND (key IS NULL OR key <> ALL(%s::bytea[])) "
                        "AND (key IS NOT NULL OR id <> ALL(%s::bigint[])) "
                        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED")
-        # Keys with an older waiting row this claim does not hold: their head is elsewhere.
-        self._blocked = (f"SELECT DISTINCT o.key FROM {t} o "
-                         "JOIN unnest(%s::bytea[], %s::bigint[]) AS h(k, last) ON o.key = h.k "
-                         f"WHERE o.{PENDING.replace(' AND ', ' AND o.')} AND o.id < h.last "
-                         "AND o.id <> ALL(%s::bigint[])")
+        # Per key of the claim: the oldest waiting row it does not hold (another relay's, or
+        # one committed late). The claim keeps only that key's rows older than it.
+        self._first_elsewhere = (
+            f"SELECT o.key, min(o.id) FROM {t} o "
+            "JOIN unnest(%s::bytea[], %s::bigint[]) AS h(k, last) ON o.key = h.k "
+            f"WHERE o.{PENDING.replace(' AND ', ' AND o.')} AND o.id < h.last "
+            "AND o.id <> ALL(%s::bigint[]) GROUP BY o.key")
+        self._relock = (f"SELECT id FROM {t} WHERE id = ANY(%s) AND {PENDING} "
+                        "FOR UPDATE SKIP LOCKED")
 
-    async def open(self) -> None:
-        self._conn = await self._connect(autocommit=False)
-        async with self._conn.transaction():
-            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                                     (f"msgkit-outbox {self.table.sql}",))
-            for statement in self.table.postgres_ddl():
-                await self._conn.execute(statement)
-        await self._conn.commit()
+    async def open(self, *, create: bool = True) -> None:
+        conn = await self._connect(autocommit=False)
+        try:
+            async with conn.transaction():
+                found = await (await conn.execute("SELECT to_regclass(%s)", (self.table.sql,))
+                               ).fetchone()
+                if found is None or found[0] is None:
+                    if not create:
+                        raise MissingTableError(f"no outbox table {self.table.sql} in "
+                                                f"{redact(self._url)}{HINT}")
+                    # Only when missing: creating needs the table's owner, using it does not.
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                       (f"msgkit-outbox {self.table.sql}",))
+                    for statement in self.table.postgres_ddl():
+                        await conn.execute(statement)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
         self._listener = asyncio.create_task(self._listen(), name="msgkit-outbox-listen")
 
     async def claim(self, limit: int, skip: Collection[bytes | int]) -> Claim | None:
@@ -64,17 +83,26 @@ class PostgresSource(Source):
         keys = [k for k in skip if isinstance(k, bytes)]
         ids = [i for i in skip if isinstance(i, int)]
         try:
+            await conn.execute("SAVEPOINT claim")
             cursor = await conn.execute(self._claim, (keys, ids, limit))
             rows = [from_columns(*row) for row in await cursor.fetchall()]
-            heads: dict[bytes, int] = {}
+            last: dict[bytes, int] = {}
             for row in rows:
                 if row.key is not None:
-                    heads[row.key] = row.id  # the last one of each key
-            if heads:
-                cursor = await conn.execute(self._blocked, (list(heads), list(heads.values()),
-                                                            [row.id for row in rows]))
-                blocked = {bytes(k) for (k,) in await cursor.fetchall()}
-                rows = [row for row in rows if row.key not in blocked]
+                    last[row.key] = row.id
+            if last:
+                cursor = await conn.execute(self._first_elsewhere, (
+                    list(last), list(last.values()), [row.id for row in rows]))
+                elsewhere = {bytes(k): first for k, first in await cursor.fetchall()}
+                kept = [row for row in rows if row.key not in elsewhere
+                        or row.id < elsewhere[row.key]]
+                if len(kept) < len(rows):
+                    # Let go of the rows left out (another relay may hold their key's head),
+                    # then lock the kept ones again; each key keeps its rows up to the first
+                    # one taken meanwhile.
+                    await conn.execute("ROLLBACK TO SAVEPOINT claim")
+                    cursor = await conn.execute(self._relock, ([row.id for row in kept],))
+                    rows = _prefixes(kept, {i for (i,) in await cursor.fetchall()})
         except BaseException:
             await _rollback(conn)
             raise
@@ -146,8 +174,11 @@ class PostgresSource(Source):
                 await asyncio.sleep(1.0)
 
     async def _connect(self, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:
+        # Keepalives: a relay whose host dropped off the network lets go of its rows' locks
+        # within a minute, not after the kernel's two hours (the URL may set its own).
         return await psycopg.AsyncConnection.connect(
-            self._url, autocommit=autocommit, connect_timeout=max(1, round(self._connect_timeout)))
+            self._url, autocommit=autocommit, connect_timeout=max(1, round(self._connect_timeout)),
+            **{k: v for k, v in KEEPALIVES.items() if k not in self._url})
 
     def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None:
@@ -181,6 +212,20 @@ class _PostgresClaim(Claim):
 
     async def release(self) -> None:
         await _rollback(self._conn)
+
+
+def _prefixes(rows: list[Pending], locked: set[int]) -> list[Pending]:
+    """`rows` that are locked, each key's only up to its first one that is not."""
+    stopped: set[bytes | None] = set()
+    out = []
+    for row in rows:
+        if row.key in stopped:
+            continue
+        if row.id in locked:
+            out.append(row)
+        elif row.key is not None:
+            stopped.add(row.key)
+    return out
 
 
 async def _rollback(conn: psycopg.AsyncConnection[Any]) -> None:

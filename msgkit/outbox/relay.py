@@ -23,6 +23,7 @@ from typing import Any
 
 import msgkit
 from msgkit.errors import ClosedError, ConfigurationError, InvalidTopicError, PublishError, SerializationError
+from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
 from msgkit.message import Outgoing
 from msgkit.outbox.rows import Pending
@@ -62,8 +63,9 @@ class Relay:
     ) -> None:
         """`poll_interval`: the longest wait for new rows: a commit wakes the relay sooner
         (PostgreSQL notifies it; on SQLite it checks for one every 5 ms). `retention`:
-        seconds published rows are kept (0: deleted once published). `required_groups`: on RabbitMQ, the
-        groups whose queues must exist before a message is published (see `Producer`)."""
+        seconds published rows are kept (0: deleted once published). `lease`: SQLite only,
+        seconds a relay that stopped renewing its lease keeps it. `required_groups`: on
+        RabbitMQ, the groups whose queues must exist before a message is published."""
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}")
         self.broker = broker
@@ -74,7 +76,8 @@ class Relay:
         self.poll_interval = poll_interval
         self.published = 0
         """Rows this relay published (and marked) since it started."""
-        self._producer = broker.producer(required_groups=required_groups)
+        self.required_groups = tuple(required_groups)
+        self._producer = self._new_producer()
         self._db = redact(db)
         self._cooling: dict[bytes | int, float] = {}
         self._failures = 0
@@ -82,6 +85,7 @@ class Relay:
         self._stopping = False
         self._idle = False
         self._open = False
+        self._opening = asyncio.Lock()
 
     async def run(self) -> None:
         """Publish until `stop()` (or cancellation)."""
@@ -101,11 +105,14 @@ class Relay:
                     await self._close_source()
                     progressed = False
                     self._failures += 1
-                except Exception:  # a relay that died here would leave every row waiting
-                    log.exception("outbox relay round failed; retrying")
+                except Exception as exc:  # a relay that died here would leave every row waiting
+                    log.error("outbox relay round failed (%s: %s); retrying", type(exc).__name__,
+                              redact(str(exc)))
                     progressed = False
                     self._failures += 1
-                if progressed and not self._stopping:
+                if self._stopping:
+                    break
+                if progressed:
                     continue
                 self._idle = True  # stop() cancels a wait rather than sit it out
                 try:
@@ -142,9 +149,11 @@ class Relay:
         await self._producer.publish_raw(messages)
 
     async def start(self) -> None:
-        """Run in a background task of the running loop."""
+        """Run in a background task of the running loop (again after `stop()`)."""
         if self._task is None:
             self._stopping = False
+            if self._producer.closed:
+                self._producer = self._new_producer()
             await self._ensure_open()  # a wrong URL fails here, not in the background
             self._task = asyncio.create_task(self.run(), name="msgkit-outbox-relay")
 
@@ -153,17 +162,19 @@ class Relay:
         relay's producer."""
         self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            if self._idle:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await asyncio.wait_for(asyncio.shield(task), timeout)
-                except TimeoutError:
+        try:
+            if task is not None:
+                if self._idle:
                     task.cancel()
-                    await task
-        await self._close_source()
-        await self._producer.close()
+                with contextlib.suppress(asyncio.CancelledError):
+                    try:
+                        await asyncio.wait_for(asyncio.shield(task), timeout)
+                    except TimeoutError:
+                        task.cancel()
+                        await task
+        finally:  # a relay that failed still lets go of its database and producer
+            await self._close_source()
+            await self._producer.close()
 
     @property
     def running(self) -> bool:
@@ -191,24 +202,31 @@ class Relay:
         await self.stop()
 
     async def _publish(self, claim: Claim) -> tuple[list[int], dict[int, str]]:
-        rows = claim.rows
+        # Rows whose topic no broker takes are set aside before the batch goes out: failing
+        # the batch halfway would send its first rows twice.
+        failed = {row.id: f"{type(exc).__name__}: {exc}" for row in claim.rows
+                  if (exc := self._invalid(row.message.topic)) is not None}
+        rows = [row for row in claim.rows if row.id not in failed]
+        for row_id, error in failed.items():
+            self._set_aside(row_id, error)
+        if not rows:
+            return [], failed
         try:
             await self.publish([row.message for row in rows])
-            return [row.id for row in rows], {}
+            return [row.id for row in rows], failed
         except ClosedError:
             raise
         except Exception as exc:
-            log.debug("outbox batch of %d failed (%s); trying its rows one by one", len(rows), exc)
-        return await self._one_by_one(rows)
+            log.debug("outbox batch of %d failed (%s); trying its rows one by one", len(rows),
+                      redact(str(exc)))
+        published, more = await self._one_by_one(rows)
+        return published, failed | more
 
     async def _one_by_one(self, rows: Sequence[Pending]) -> tuple[list[int], dict[int, str]]:
         published: list[int] = []
         failed: dict[int, str] = {}
-        waiting: set[bytes | int] = set()
         for row in rows:
             ident = row.key if row.key is not None else row.id
-            if ident in waiting:
-                continue
             try:
                 await self.publish([row.message])
             except ClosedError:
@@ -216,19 +234,31 @@ class Relay:
             except Exception as exc:
                 if _permanent(exc):
                     failed[row.id] = f"{type(exc).__name__}: {redact(str(exc))}"
-                    log.error("outbox row %d (message %s to %r) set aside: %s; fix it and run "
-                              "`msgkit outbox retry`", row.id, row.message.id, row.message.topic,
-                              failed[row.id])
+                    self._set_aside(row.id, failed[row.id])
                     continue
-                waiting.add(ident)
                 self._cooling[ident] = time.monotonic() + self._backoff()
                 log.warning("outbox message %s to %r not published (%s); retrying",
                             row.message.id, row.message.topic, redact(str(exc)))
-                if not published:  # most likely the broker itself: do not try every row
-                    break
+                break  # the broker itself, most likely: trying every row would take as long
             else:
                 published.append(row.id)
         return published, failed
+
+    def _invalid(self, topic: str) -> InvalidTopicError | None:
+        try:
+            self.broker.validate_topic(topic)
+        except InvalidTopicError as exc:
+            return exc
+        return None
+
+    def _set_aside(self, row_id: int, error: str) -> None:
+        log.error("outbox row %d set aside: %s; fix it and run `msgkit outbox retry`", row_id,
+                  error)
+
+    def _new_producer(self) -> msgkit.Producer:
+        # At least once, whatever the broker's default: a row is marked only once confirmed.
+        return self.broker.producer(guarantee=Guarantee.AT_LEAST_ONCE,
+                                    required_groups=self.required_groups)
 
     def _skipped(self) -> list[bytes | int]:
         now = time.monotonic()
@@ -241,9 +271,10 @@ class Relay:
         return random.uniform(ceiling / 2, ceiling)
 
     async def _ensure_open(self) -> None:
-        if not self._open:
-            await self.source.open()
-            self._open = True
+        async with self._opening:  # `counts()` may ask while the loop reconnects
+            if not self._open:
+                await self.source.open()
+                self._open = True
 
     async def _close_source(self) -> None:
         if self._open:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from msgkit.dedup.sql import check_identifier
+from msgkit.errors import ConfigurationError
 from msgkit.outbox.rows import COLUMNS
 
 DEFAULT_TABLE = "msgkit_outbox"
@@ -27,6 +28,11 @@ class Table:
         check_identifier(self.name)
         if self.schema is not None:
             check_identifier(self.schema)
+        # PostgreSQL cuts names at 63 bytes: the longest index name and the channel must fit.
+        if len(self.index("pending_key")) - 2 > 63 or len(self.channel) > 63:
+            raise ConfigurationError(
+                f"outbox table {self.sql} has too long a name: keep the table's name within "
+                f"{63 - len('_pending_key')} characters and schema + table within 62")
 
     @property
     def sql(self) -> str:

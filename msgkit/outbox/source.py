@@ -8,7 +8,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from msgkit.errors import ConfigurationError
 from msgkit.outbox.rows import Pending
+
+HINT = ": check the table's name and schema, or create it with `msgkit outbox create`"
+
+
+class MissingTableError(ConfigurationError):
+    """The outbox table does not exist (and was not to be created): check its name, or
+    create it with `msgkit outbox create`."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,9 @@ class Source(ABC):
     """What a lost or failing database raises: the relay reconnects after these."""
 
     @abstractmethod
-    async def open(self) -> None:
-        """Connect, create the table if missing, start listening for commits."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect, create the table if missing (else raise `MissingTableError`), start
+        listening for commits."""
 
     @abstractmethod
     async def claim(self, limit: int, skip: Collection[bytes | int]) -> Claim | None:

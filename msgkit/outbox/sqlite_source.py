@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from msgkit.logs import get_logger
 from msgkit.outbox.rows import COLUMNS, Pending, from_columns
 from msgkit.outbox.schema import PENDING, Table
-from msgkit.outbox.source import Claim, Counts, Source
+from msgkit.outbox.source import HINT, Claim, Counts, MissingTableError, Source
 
 log = get_logger("msgkit.outbox")
 T = TypeVar("T")
@@ -36,22 +36,34 @@ class SQLiteSource(Source):
         self.path, self.table, self.retention = path, table, retention
         self.lease, self.busy_timeout = lease, busy_timeout
         self._data_version = -1
+        self._renewer: asyncio.Task[None] | None = None
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._held_until = 0.0
 
-    async def open(self) -> None:
-        def create() -> sqlite3.Connection:
+    async def open(self, *, create: bool = True) -> None:
+        def connect() -> sqlite3.Connection:
+            if not create and not os.path.exists(self.path):
+                raise MissingTableError(f"no outbox database at {self.path}{HINT}")
             db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            with _transaction(db):
-                for statement in self.table.sqlite_ddl():
-                    db.execute(statement)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (self.table.name,)).fetchone()
+                if not found and not create:
+                    raise MissingTableError(f"no outbox table {self.table.sql} in {self.path}{HINT}")
+                with _transaction(db):
+                    for statement in self.table.sqlite_ddl():
+                        db.execute(statement)
+            except BaseException:
+                db.close()
+                raise
             return db
 
-        self._db = await asyncio.to_thread(create)
+        self._db = await asyncio.to_thread(connect)
+        self._renewer = asyncio.create_task(self._renew(), name="msgkit-outbox-lease")
 
     async def claim(self, limit: int, skip: Collection[bytes | int]) -> Claim | None:
         def work(db: sqlite3.Connection) -> list[Pending] | None:
@@ -75,10 +87,9 @@ class SQLiteSource(Source):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(min(CHANGE_CHECK, max(0.0, deadline - time.monotonic())))
-            async with self._lock:
-                if self._db is None:
-                    return
-                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if self._db is None:
+                return
+            version = await self._run(lambda db: db.execute("PRAGMA data_version").fetchone()[0])
             if version != self._data_version:
                 self._data_version = version
                 return
@@ -107,6 +118,10 @@ class SQLiteSource(Source):
         if self._db is None:
             return
         db = self._db
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
 
         def give_up(db: sqlite3.Connection) -> None:
             if self._held_until:  # a standby takes over now rather than when the lease ends
@@ -141,12 +156,34 @@ class SQLiteSource(Source):
         self._held_until = now + self.lease
         return True
 
+    async def _renew(self) -> None:
+        """Keeps the lease while this relay holds it, also through a publish that outlasts
+        it; a relay that stopped renewing (dead, or its loop stuck) loses it."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if self._held_until:
+                with contextlib.suppress(sqlite3.Error):  # the next claim says what is wrong
+                    await self._run(self._extend)
+
+    def _extend(self, db: sqlite3.Connection) -> None:
+        now = time.time()
+        with _transaction(db):
+            kept = db.execute(f"UPDATE {self.table.lease} SET expires = ? WHERE owner = ?",
+                              (now + self.lease, self.owner)).rowcount
+        self._held_until = now + self.lease if kept else 0.0
+
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
             raise RuntimeError("the outbox source is not open")
         db = self._db
         async with self._lock:
-            return await asyncio.to_thread(work, db)
+            # A cancelled caller must not let the next statement in while this one runs.
+            running = asyncio.ensure_future(asyncio.to_thread(work, db))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                await asyncio.wait([running])
+                raise
 
     def __repr__(self) -> str:
         return f"<SQLiteSource {self.path} {self.table.sql}>"

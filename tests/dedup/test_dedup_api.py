@@ -64,7 +64,7 @@ def test_url_parameters_reach_the_store() -> None:
         ("memory://?max_entries=lots", "not a valid int"),
         ("memory://?colour=blue", "unknown parameter 'colour'"),
         ("sqlite://", "names no file"),
-        ("sqlite:///x.db?table=x;drop", "not a valid dedup table"),
+        ("sqlite:///x.db?table=x;drop", "not a valid SQL table"),
         ("postgresql://localhost/db?pool_size=0", "pool_size must be at least 1"),
         ("not a url", "is not a URL"),
     ],

@@ -147,6 +147,16 @@ async def test_create_makes_the_table_before_any_send(outbox_db: OutboxDB) -> No
     assert await _table_exists(outbox_db)
 
 
+async def test_status_and_retry_on_a_mistyped_table_fail_and_create_nothing(
+    outbox_db: OutboxDB,
+) -> None:
+    for command in ("status", "retry"):
+        out = await asyncio.to_thread(_cli, command, "--db", _with_password(outbox_db),
+                                      "--table", outbox_db.table, status=1)
+        assert "no outbox" in out and "msgkit outbox create" in out, out
+    assert not await _table_exists(outbox_db)
+
+
 async def test_database_errors_are_one_line_without_the_password(
     postgres_store_url: str, tmp_path: Path
 ) -> None:
@@ -159,7 +169,7 @@ async def test_database_errors_are_one_line_without_the_password(
         f"{server}:notaport/test": "invalid host or port",
         f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}": "unable to open database file",
     }
-    commands = ["status", "retry", "create", "status"]
+    commands = ["status", "retry", "status", "create"]
     outs = await asyncio.gather(*(asyncio.to_thread(_cli, command, "--db", db, status=1)
                                   for command, db in zip(commands, cases, strict=True)))
     for out, (db, why) in zip(outs, cases.items(), strict=True):

@@ -191,6 +191,22 @@ async def test_an_autocommit_connection_outside_a_transaction_is_refused(outbox_
         db.close()
 
 
+async def test_autocommit_is_refused_through_sqlalchemy_and_aiosqlite_too(outbox_db: OutboxDB) -> None:
+    engine = create_engine(outbox_db.url.replace("postgresql://", "postgresql+psycopg://"),
+                           isolation_level="AUTOCOMMIT")
+    try:
+        with Session(engine) as session, pytest.raises(ConfigurationError, match="autocommit"):
+            outbox_db.outbox.send_sync(session, "orders", "x")
+    finally:
+        engine.dispose()
+    if outbox_db.kind == "sqlite":
+        async with aiosqlite.connect(outbox_db.url.removeprefix("sqlite:///"),
+                                     isolation_level=None) as conn:
+            with pytest.raises(ConfigurationError, match="autocommit"):
+                await outbox_db.outbox.send(conn, "orders", "x")
+    assert await pending(outbox_db) == []
+
+
 async def test_what_is_not_a_database_connection_is_refused_with_the_kinds_it_takes() -> None:
     from msgkit.outbox import Outbox
 

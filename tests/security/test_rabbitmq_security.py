@@ -69,7 +69,7 @@ async def test_a_client_certificate_the_broker_does_not_trust_is_refused(
 ) -> None:
     url = secure_rabbit.url(certfile=str(certs.stranger_cert), keyfile=str(certs.stranger_key),
                             **PATIENT)
-    with pytest.raises(msgkit.TLSError, match="refused the client certificate"):
+    with pytest.raises(msgkit.TLSError, match=r"refuse[sd] the client certificate"):
         await msgkit.connect(url).start()
 
 
