@@ -207,6 +207,11 @@ class Backend(ABC):
     """Producer options for sends that are each awaited alone (dead letters): a client that
     holds sends back to batch them (Kafka's `linger.ms`) would make each one wait."""
 
+    def lone_send_options(self, options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Publisher options for `Producer.send` (each call awaited alone) where they should
+        differ from the producer's own `options` (Kafka: no linger); None: the same."""
+        return None
+
     def __init__(self, url: URL, options: Mapping[str, Any]) -> None:
         self.url = url
         self.options = dict(options)

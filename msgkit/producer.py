@@ -110,6 +110,7 @@ class Producer:
         self.required_groups = tuple(required_groups)
         self._options = dict(options)
         self._publisher: Publisher | None = None
+        self._lone: Publisher | None = None
         self._opening = asyncio.Lock()
         self._topics: set[str] = set()
         self._closed = False
@@ -128,7 +129,7 @@ class Producer:
         `key` and header values are text or bytes (header values may be None); a list of
         (name, value) pairs sends a header name more than once (Kafka only keeps repeats)."""
         out = self.build(topic, value, key=key, headers=headers, idempotency_key=idempotency_key)
-        publisher = self._publisher or await self._open()
+        publisher = self._lone or await self._open_lone()
         if self._broker.instruments:
             await self._observed(publisher.publish, (out,), copies=False)
         else:
@@ -208,9 +209,10 @@ class Producer:
 
     async def close(self) -> None:
         self._closed = True
-        if self._publisher is not None:
-            publisher, self._publisher = self._publisher, None
+        lone, self._lone = self._lone, None
+        for publisher in {id(p): p for p in (self._publisher, lone) if p is not None}.values():
             await publisher.close()
+        self._publisher = None
 
     async def __aenter__(self) -> Producer:
         await self._open()
@@ -237,6 +239,22 @@ class Producer:
     def _check_topic(self, topic: str) -> None:
         self._broker.validate_topic(topic)
         self._topics.add(topic)
+
+    async def _open_lone(self) -> Publisher:
+        """The publisher of `send`: on Kafka at least once, one that sends each message at
+        once (awaited alone, it has nothing to wait for); else the producer's own."""
+        lone = (self._broker.backend.lone_send_options(self._options)
+                if self.guarantee is Guarantee.AT_LEAST_ONCE else None)
+        if lone is None:
+            self._lone = self._publisher or await self._open()
+            return self._lone
+        async with self._opening:
+            if self._closed or self._broker.closed:
+                raise ClosedError("this producer's broker is closed; send before closing it")
+            if self._lone is None:
+                self._lone = await self._broker.backend.publisher(
+                    self.guarantee, required_groups=self.required_groups, options=lone)
+            return self._lone
 
     async def _open(self) -> Publisher:
         async with self._opening:

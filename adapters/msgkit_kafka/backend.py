@@ -40,6 +40,7 @@ log = get_logger("msgkit.kafka")
 
 _PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}  # same key -> partition as Java clients
 RETRY_PRODUCER = {"linger.ms": 0}
+LINGER = frozenset({"linger.ms", "queue.buffering.max.ms"})
 _CONNECT_PROBE = 1.0
 """Seconds of each metadata attempt in `connect`: how soon a refusal is seen."""
 """For copies awaited one at a time (retry copies, dead letters): librdkafka's default 5 ms
@@ -140,6 +141,13 @@ class KafkaBackend(Backend):
 
     def validate_topic(self, topic: str) -> None:
         validate_name(topic)
+
+    def lone_send_options(self, options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        # librdkafka holds a message back linger.ms (5 ms) hoping for more: an awaited
+        # `send` would wait that long each time. Unless the user chose a linger.
+        if LINGER.intersection(self.configs.for_kind("producer", options)):
+            return None
+        return {**options, **RETRY_PRODUCER}
 
     async def publisher(
         self,

@@ -108,3 +108,13 @@ async def test_unreachable_broker_fails_fast_with_a_clear_error() -> None:
         await broker.start()
     assert time.monotonic() - started < 5.0
     await broker.close()
+
+
+def test_awaited_sends_skip_the_linger_unless_the_user_chose_one() -> None:
+    """`send` goes through a client without linger (each call is awaited alone); a linger
+    the user set, in the URL or the producer's options, is kept for sends too."""
+    plain = msgkit.connect("kafka://localhost:9092").backend
+    assert plain.lone_send_options({"acks": "all"}) == {"acks": "all", "linger.ms": 0}
+    assert plain.lone_send_options({"linger.ms": 20}) is None
+    configured = msgkit.connect("kafka://localhost:9092?producer.linger.ms=20").backend
+    assert configured.lone_send_options({}) is None
