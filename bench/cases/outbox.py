@@ -6,12 +6,12 @@ server - dropped afterwards) and its own topic (Kafka: created beforehand, 3 par
 RabbitMQ: a quorum queue bound, so mandatory publishing has a route). Rows are 100-byte
 values without key, written with `Outbox.send` (psycopg, async) or `Outbox.send_sync`
 (`sqlite3`, in a worker thread, as a blocking service writes). Relays run with their
-defaults (batch of 500, rows deleted once published); before the clock starts, the relay
+defaults (batches of 1,000, rows deleted once published); before the clock starts, the relay
 has connected to the database and published one message (its producer is open).
 
 - "outbox drain": `n` rows committed beforehand (transactions of 100); from `relay.start()`
   to the `n`th row published and marked. Baseline: the same messages with `send_many` in
-  chunks of 500 (what the relay publishes per round), so the ratio is the database's share.
+  chunks of a relay's batch, so the ratio is the database's share.
 - "outbox steady": the relay runs while the writer commits `n` rows in transactions of 100
   as fast as it can, on the same event loop; from the first commit to the `n`th row
   published. Baseline: `send_many` of each 100 instead of the transaction.
@@ -19,8 +19,8 @@ has connected to the database and published one message (its producer is open).
   per row, from its commit returning to the broker confirming it (`Relay.publish` returned:
   the mark in the table is not counted). Baseline: an awaited `send` of each message,
   open-loop at the same rate, from the call to its confirmation. PostgreSQL wakes the relay
-  with LISTEN/NOTIFY; SQLite has no notifications: its relay polls every 0.05 s, which is
-  most of its latency.
+  with LISTEN/NOTIFY; SQLite has no notifications: its relay checks for another
+  connection's commit every 5 ms (`PRAGMA data_version`).
 """
 
 from __future__ import annotations
@@ -43,13 +43,14 @@ from bench.flow import TIMEOUT, forget, fresh_topic
 from bench.harness import Case, Run, Sample
 from msgkit.message import Outgoing
 from msgkit.outbox import Outbox, Relay
+from msgkit.outbox.relay import DEFAULT_BATCH
 from msgkit.producer import encode_messages
 from msgkit.testing import stores
 
 BODY = b"x" * 100
 TRANSACTION = 100
 """Rows per writer transaction (drain and steady state)."""
-BATCH = 500
+BATCH = DEFAULT_BATCH
 """The relay's batch size (its default), and the baseline's `send_many` chunk in the drain."""
 RATE = 200
 """Single-row commits per second in the latency cases."""

@@ -257,8 +257,10 @@ class Relay:
 
     def _new_producer(self) -> msgkit.Producer:
         # At least once, whatever the broker's default: a row is marked only once confirmed.
+        # Each round's publish is awaited alone, so it takes the client that sends at once.
+        lone = self.broker.backend.lone_send_options({}) or {}
         return self.broker.producer(guarantee=Guarantee.AT_LEAST_ONCE,
-                                    required_groups=self.required_groups)
+                                    required_groups=self.required_groups, **lone)
 
     def _skipped(self) -> list[bytes | int]:
         now = time.monotonic()
