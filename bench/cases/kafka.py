@@ -72,7 +72,7 @@ async def msgkit_produce(url: str, n: int) -> float:
     await _create(url, topic)
     async with msgkit.connect(url) as broker:
         producer = broker.producer()
-        await producer.send(topic, b"warm-up")
+        await producer.send_many(topic, [b"warm-up"])  # opens the pipelining client
         start = time.perf_counter()
         for i in range(0, n, CHUNK):
             await producer.send_many(topic, [PAYLOAD] * min(CHUNK, n - i))
