@@ -30,7 +30,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 soak: $(STAMP) brokers
-	MSGKIT_CRASH_KILLS=60 $(BIN)/python -m pytest -q -m "soak or not soak" tests/test_crash.py
+	MSGKIT_CRASH_KILLS=60 $(BIN)/python -m pytest -q -m "soak or not soak" tests/test_crash.py \
+		tests/outbox/test_outbox_crash.py
 	MSGKIT_FAILOVER_ROUNDS=5 $(BIN)/python -m pytest -q -s -m "soak or not soak" tests/kafka/test_kafka_failover.py \
 		tests/rabbitmq/test_rabbitmq_failover.py
 

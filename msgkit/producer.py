@@ -194,7 +194,8 @@ class Producer:
 
     def describe(self) -> dict[str, Any]:
         """The guarantee and the effective client settings."""
-        settings = self._publisher.describe() if self._publisher else {}
+        publisher = self._publisher or self._lone
+        settings = publisher.describe() if publisher else {}
         return {"guarantee": self.guarantee.value, "required_groups": self.required_groups,
                 "client": settings}
 
@@ -204,8 +205,10 @@ class Producer:
 
     @property
     def native(self) -> Any:
-        """The broker client's producer (None before the first send)."""
-        return self._publisher.native if self._publisher else None
+        """The broker client's producer (None before the first send): `send_many`'s, or
+        `send`'s while only that was used (Kafka gives `send` a client without linger)."""
+        publisher = self._publisher or self._lone
+        return publisher.native if publisher else None
 
     async def close(self) -> None:
         self._closed = True

@@ -112,10 +112,10 @@ async def test_a_producer_librdkafka_failed_for_good_is_replaced_on_the_next_sen
     refuse everything after it; the sends it failed raised, and the next one goes through a
     new client instead of failing forever."""
     producer = kafka.producer()
-    await producer.send(unique_name, b"before")
+    await producer.send_many(unique_name, [b"before"])
     failed = producer._publisher._native  # type: ignore[union-attr]
     failed.fatal = True  # as the poll thread marks it when librdkafka raises a fatal error
-    await producer.send(unique_name, b"after")
+    await producer.send_many(unique_name, [b"after"])
     assert producer._publisher._native is not failed  # type: ignore[union-attr]
     got = Collector()
     await kafka.consumer(unique_name, group="g", start="earliest").start(got)
