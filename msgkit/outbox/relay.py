@@ -208,7 +208,7 @@ class Relay:
                   if (exc := self._invalid(row.message.topic)) is not None}
         rows = [row for row in claim.rows if row.id not in failed]
         for row_id, error in failed.items():
-            self._set_aside(row_id, error)
+            self._log_set_aside(row_id, error)
         if not rows:
             return [], failed
         try:
@@ -234,7 +234,7 @@ class Relay:
             except Exception as exc:
                 if _permanent(exc):
                     failed[row.id] = f"{type(exc).__name__}: {redact(str(exc))}"
-                    self._set_aside(row.id, failed[row.id])
+                    self._log_set_aside(row.id, failed[row.id])
                     continue
                 self._cooling[ident] = time.monotonic() + self._backoff()
                 log.warning("outbox message %s to %r not published (%s); retrying",
@@ -251,7 +251,7 @@ class Relay:
             return exc
         return None
 
-    def _set_aside(self, row_id: int, error: str) -> None:
+    def _log_set_aside(self, row_id: int, error: str) -> None:
         log.error("outbox row %d set aside: %s; fix it and run `msgkit outbox retry`", row_id,
                   error)
 

@@ -83,9 +83,6 @@ class Table:
     def insert(self, placeholders: list[str]) -> str:
         return f"INSERT INTO {self.sql} ({', '.join(COLUMNS)}) VALUES ({', '.join(placeholders)})"
 
-    def select_pending(self) -> str:
-        return (f"SELECT id, {', '.join(COLUMNS)} FROM {self.sql} WHERE {PENDING}")
-
 
 POSTGRES_TYPES = ("text", "text", "bytea", "boolean", "bytea", "text", "float8")
 """The columns' types, for casts: a NULL key must not arrive as text."""

@@ -7,6 +7,7 @@ with `create` / `msgkit outbox create`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -62,9 +63,8 @@ class Outbox:
 
         `value`, `key` and `headers` are what `Producer.send` takes. A blocking connection
         works here too (its statements then run on the event loop)."""
-        [message_id] = await self.send_many(
-            conn, topic, (value,), key=None if key is None else lambda _: key, headers=headers,
-            idempotency_key=None if idempotency_key is None else lambda _: idempotency_key)
+        [message_id] = await self.send_many(conn, topic, (value,), headers=headers,
+                                            **_constant(key, idempotency_key))
         return message_id
 
     async def send_many(self, conn: Any, topic: str, values: Iterable[V], *,
@@ -76,22 +76,22 @@ class Outbox:
         batch = self._encode(topic, values, key, headers, idempotency_key)
         connection = adapt(conn)
         steps = self._write(connection, batch)
+        if not connection.is_async:
+            _run_blocking(connection, steps)
+            return [out.id for out in batch]
         rows = None
         try:
             while True:
                 step = steps.send(rows)
-                rows = connection.run(step.statement, step.params, many=step.many)
-                if connection.is_async:
-                    rows = await rows
+                rows = await connection.run(step.statement, step.params, many=step.many)
         except StopIteration:
             return [out.id for out in batch]
 
     def send_sync(self, conn: Any, topic: str, value: object, *, key: Key | None = None,
                   headers: SendHeaders | None = None, idempotency_key: str | None = None) -> str:
         """`send` through a blocking connection (Django, Flask, scripts)."""
-        [message_id] = self.send_many_sync(
-            conn, topic, (value,), key=None if key is None else lambda _: key, headers=headers,
-            idempotency_key=None if idempotency_key is None else lambda _: idempotency_key)
+        [message_id] = self.send_many_sync(conn, topic, (value,), headers=headers,
+                                           **_constant(key, idempotency_key))
         return message_id
 
     def send_many_sync(self, conn: Any, topic: str, values: Iterable[V], *,
@@ -103,14 +103,8 @@ class Outbox:
         connection = adapt(conn)
         if connection.is_async:
             raise ConfigurationError(f"{type(conn).__name__} is async: `await outbox.send(...)`")
-        steps = self._write(connection, batch)
-        rows = None
-        try:
-            while True:
-                step = steps.send(rows)
-                rows = connection.run(step.statement, step.params, many=step.many)
-        except StopIteration:
-            return [out.id for out in batch]
+        _run_blocking(connection, self._write(connection, batch))
+        return [out.id for out in batch]
 
     async def create(self, conn: Any) -> None:
         """Create the table and its indexes through `conn` (committed with its transaction)."""
@@ -172,3 +166,17 @@ class Outbox:
 
     def __repr__(self) -> str:
         return f"<Outbox {self.table.sql}>"
+
+
+def _run_blocking(connection: Connection, steps: _Steps) -> None:
+    rows = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            step = steps.send(rows)
+            rows = connection.run(step.statement, step.params, many=step.many)
+
+
+def _constant(key: Key | None, idempotency_key: str | None) -> dict[str, Any]:
+    """`send`'s key and idempotency key as `send_many`'s functions of each value."""
+    return {"key": None if key is None else lambda _: key,
+            "idempotency_key": None if idempotency_key is None else lambda _: idempotency_key}
