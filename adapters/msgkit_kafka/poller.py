@@ -555,13 +555,24 @@ class Poller:
     def _ends(self, partitions: Iterable[TopicPartition]) -> dict[Key, int]:
         ends: dict[Key, int] = {}
         for tp in partitions:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=self.timeout, cached=False
-            )
-            ends[(tp.topic, tp.partition)] = high
+            ends[(tp.topic, tp.partition)] = self._high_watermark(tp.topic, tp.partition)
         if self.tansu is not None and any(ends.values()):
             ends = probe_ends(self.conf, ends, self.timeout)
         return ends
+
+    def _high_watermark(self, topic: str, partition: int) -> int:
+        """Retries while the partition has no leader yet (a topic created a moment ago)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout, cached=False
+                )
+                return int(high)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NO_LEADER_YET or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -573,6 +584,10 @@ class Poller:
     def _to_loop(self, fn: Callable[[Any], None], arg: Any) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
             self._loop.call_soon_threadsafe(fn, arg)
+
+
+_NO_LEADER_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT})
 
 
 def _resolve(future: asyncio.Future[Any], ok: Any) -> None:

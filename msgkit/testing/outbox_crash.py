@@ -27,6 +27,9 @@ from msgkit.testing import eventually
 BATCH = 8
 LEASE = 1.0
 """SQLite: a killed relay's lease ends soon, so the next one takes over quickly."""
+POLL = 0.02
+"""A relay that lost a claim race to another comes back at once: else the other one (holding
+every key's head) drains the outbox while it sleeps, and it never reaches its kill point."""
 
 
 def sigkill() -> None:
@@ -38,6 +41,7 @@ class DyingRelay(Relay):
 
     def __init__(self, *args: Any, kill_at: int, phase: str, die: Callable[[], None] = sigkill,
                  **options: Any) -> None:
+        options.setdefault("poll_interval", POLL)
         super().__init__(*args, batch_size=BATCH, lease=LEASE, **options)
         self.kill_at, self.phase, self.die, self.calls = kill_at, phase, die, 0
 

@@ -163,6 +163,7 @@ async def test_killing_a_partition_leader_loses_no_confirmed_message(
           + "; ".join(recoveries))
 
 
+@pytest.mark.soak  # three restarts in a row (~30 s); `make test` kills a leader once above
 async def test_a_rolling_restart_loses_no_confirmed_message(
     cluster: LocalKafka, url: str, unique_name: str, report: Callable[[str], None]
 ) -> None:
