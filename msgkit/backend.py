@@ -207,6 +207,15 @@ class Backend(ABC):
     """Producer options for sends that are each awaited alone (dead letters): a client that
     holds sends back to batch them (Kafka's `linger.ms`) would make each one wait."""
 
+    asyncapi_protocol: str | None = None
+    """The AsyncAPI server protocol (`kafka`, `amqp`); None: no server to describe."""
+
+    def asyncapi_bindings(self, part: str, topic: str, group: str | None = None
+                          ) -> dict[str, Any]:
+        """AsyncAPI 3.0 bindings on this broker of a `"channel"` (the topic), a `"receive"`
+        operation (of `group`), a `"send"` operation or a `"message"`; none by default."""
+        return {}
+
     def lone_send_options(self, options: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Publisher options for `Producer.send` (each call awaited alone) where they should
         differ from the producer's own `options` (Kafka: no linger); None: the same."""

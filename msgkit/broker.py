@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from msgkit.backend import Backend, Capabilities, StartFrom
 from msgkit.consumer import Consumer
+from msgkit.contract import Publication
 from msgkit.dedup import Deduplicator
 from msgkit.errors import ConfigurationError, InvalidTopicError
 from msgkit.failure import FailurePolicy
@@ -20,6 +22,8 @@ from msgkit.settings import Settings
 from msgkit.url import URL
 
 log = get_logger("msgkit")
+
+H = TypeVar("H", bound=Handler)
 
 
 def connect(url: str | None = None, *, settings: Settings | None = None,
@@ -57,6 +61,7 @@ class Broker:
         self._consumers: set[Consumer] = set()
         self._producers: list[Producer] = []
         self._subscribers: list[tuple[Consumer, Handler]] = []
+        self._publications: list[Publication] = []
         self._started = False
         self._closed = False
 
@@ -199,6 +204,33 @@ class Broker:
             return handler
 
         return register
+
+    def publishes(self, topic: str, payload: Any = None, *,
+                  summary: str | None = None) -> Callable[[H], H]:
+        """Declares that the service sends `payload` messages (a pydantic model or any type
+        pydantic describes; None: bytes) to `topic`, for its contract (`msgkit asyncapi`).
+        Called alone, the service sends them (e.g. through its outbox); used as a decorator
+        on a handler, that handler does. Publishing needs no declaration."""
+        self.validate_topic(topic)
+        declared = Publication(topic, payload, summary)
+        self._publications.append(declared)
+
+        def by(handler: H) -> H:
+            self._publications[self._publications.index(declared)] = replace(declared,
+                                                                             handler=handler)
+            return handler
+
+        return by
+
+    @property
+    def subscribers(self) -> tuple[tuple[Consumer, Handler], ...]:
+        """The `@subscriber` registrations, in order: each consumer and its handler."""
+        return tuple(self._subscribers)
+
+    @property
+    def publications(self) -> tuple[Publication, ...]:
+        """What `publishes` declared, in order."""
+        return tuple(self._publications)
 
     async def serve(self) -> None:
         """Start every `@subscriber` handler and run until a consumer stops or fails, the

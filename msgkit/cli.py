@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -251,6 +254,39 @@ def run_worker(
     else:
         code = worker.run(target, port=port, drain_timeout=drain_timeout)
     raise typer.Exit(code)
+
+
+@app.command("asyncapi")
+def asyncapi_(
+    target: Annotated[str, typer.Argument(
+        help="module:attribute of a Broker (or a function returning one) with "
+             "@broker.subscriber handlers and broker.publishes declarations.")],
+    fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the document here instead of to stdout.")] = None,
+    title: Annotated[str | None, typer.Option(
+        "--title", help="info.title (default: the module's name).")] = None,
+    version: Annotated[str, typer.Option(
+        "--version", help="info.version: the version of this contract.")] = "1.0.0",
+) -> None:
+    """Write a service's AsyncAPI 3.0 document: channels, operations, message schemas and
+    broker bindings, from its declarations (nothing connects to a broker)."""
+    from msgkit.asyncapi import document, render
+    from msgkit.worker import load
+
+    module = target.partition(":")[0]
+    try:
+        broker = load(target)
+        description = inspect.getdoc(sys.modules.get(module))
+        text = render(document(broker, title=title or module, version=version,
+                               description=description), fmt)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote the AsyncAPI document of {escape(target)} to {escape(str(output))}")
 
 
 def _outbox(db: str, table: str, schema: str | None, work: Callable[[Source], Awaitable[T]],

@@ -87,6 +87,13 @@ def adapt_batch(handler: Handler) -> tuple[BatchHandler, Decode | None]:
     """A batch handler and how each message is decoded for it (None: it takes `Message`s).
 
     Decoding is per message, so one payload that does not fit fails alone."""
+    model = _batch_model(handler)
+    if not _decodes(model):
+        return handler, None
+    return handler, lambda msg: msg.decode(model)
+
+
+def _batch_model(handler: Handler) -> Any:
     params = _positional(handler, "msgs: list[msgkit.Message]")
     if len(params) != 1:
         raise HandlerError(
@@ -100,10 +107,17 @@ def adapt_batch(handler: Handler) -> tuple[BatchHandler, Decode | None]:
             "takes a list: `msgs: list[msgkit.Message]` or `orders: list[Order]`"
         )
     args = get_args(hint)
-    model = args[0] if args else Message
-    if not _decodes(model):
-        return handler, None
-    return handler, lambda msg: msg.decode(model)
+    return args[0] if args else Message
+
+
+def payload_type(handler: Handler, *, batch: bool = False) -> Any:
+    """What `handler` decodes each message into (None: it takes `msgkit.Message`s)."""
+    if batch:
+        model = _batch_model(handler)
+    else:
+        first = _positional(handler, "msg: msgkit.Message")[0]
+        model = _hints(handler, first.name).get(first.name, Message)
+    return model if _decodes(model) else None
 
 
 def _positional(handler: Handler, shape: str) -> list[inspect.Parameter]:

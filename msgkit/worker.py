@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ def load(target: str) -> Broker:
     if not module_name or not attribute:
         raise ConfigurationError(f"run takes module:attribute (e.g. myservice.app:broker), "
                                  f"not {target!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the service's own directory
     try:
         module = importlib.import_module(module_name)
         found = module

@@ -23,6 +23,7 @@ from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
 from msgkit.message import Message
 from msgkit.url import URL
+from msgkit_kafka import asyncapi
 from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
 from msgkit_kafka.lag import group_lag
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
@@ -141,6 +142,14 @@ class KafkaBackend(Backend):
 
     def validate_topic(self, topic: str) -> None:
         validate_name(topic)
+
+    @property
+    def asyncapi_protocol(self) -> str:  # type: ignore[override]
+        return asyncapi.protocol(self.configs)
+
+    def asyncapi_bindings(self, part: str, topic: str, group: str | None = None
+                          ) -> dict[str, Any]:
+        return asyncapi.bindings(self.settings, part, topic, group)
 
     def lone_send_options(self, options: Mapping[str, Any]) -> Mapping[str, Any] | None:
         # librdkafka holds a message back linger.ms (5 ms) hoping for more: an awaited

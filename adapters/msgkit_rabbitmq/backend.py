@@ -58,8 +58,8 @@ from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
 from msgkit.message import Message
 from msgkit.url import URL, redact
+from msgkit_rabbitmq import asyncapi, topology
 from msgkit_rabbitmq import settings as opts
-from msgkit_rabbitmq import topology
 from msgkit_rabbitmq.nodes import NodesConnection
 from msgkit_rabbitmq.publisher import RabbitMQPublisher, transient
 from msgkit_rabbitmq.redeliver import Redeliverer
@@ -97,6 +97,14 @@ class RabbitMQBackend(Backend):
         self.refused: MsgkitError | None = None
         """The broker refused a reconnection (login, vhost or TLS): final."""
         self._watching: asyncio.Task[None] | None = None
+
+    @property
+    def asyncapi_protocol(self) -> str:  # type: ignore[override]
+        return self.url.scheme
+
+    def asyncapi_bindings(self, part: str, topic: str, group: str | None = None
+                          ) -> dict[str, Any]:
+        return asyncapi.bindings(self.url.path or "/", part, topic, group)
 
     async def connect(self) -> None:
         """Connects to the first node that answers, trying each in turn (one URL may list

@@ -33,47 +33,62 @@ class MailServerDown(Exception):
     """The mail server refused the message: worth retrying later."""
 
 
-async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger, orders: list[OrderPlaced],
-              service: OrderService) -> None:
-    """Places `orders` through `service` (not yet open; it publishes to `topics.orders`) and
-    follows them through every service."""
-    broken = {o.email for o in orders if "broken" in o.email}
+def subscribe(broker: msgkit.Broker, topics: Topics, ledger: Ledger, broken: set[str],
+              dedup: Dedup) -> list[tuple[msgkit.Consumer, Handler]]:
+    """Registers each service's handlers on `broker` and declares what they publish (the
+    flow's contract: `msgkit asyncapi examples.orders.contract:broker`); returns them."""
+    first = len(broker.subscribers)
+    broker.publishes(topics.orders, OrderPlaced,
+                     summary="The order service, through its outbox, once the order committed")
 
+    # Payments and inventory must not act twice on a repeated event: dedup by idempotency key.
+    @broker.subscriber(topics.orders, group="payments", concurrency=4, failure=RETRIES,
+                       dedup=dedup)
+    @broker.publishes(topics.payments, PaymentProcessed)
     async def charge(order: OrderPlaced, ctx: msgkit.Context) -> None:
+        """Payments: charges each order once."""
         ledger.charged[order.order_id] = order.amount
         ledger.log("payments", f"charged {order.customer} {order.amount:.2f} for {order.order_id}")
         await ctx.send(topics.payments, PaymentProcessed(**order.model_dump()),
                        key=order.order_id, idempotency_key=f"paid-{order.order_id}")
 
+    @broker.subscriber(topics.orders, group="receipts", concurrency=4, failure=RETRIES)
+    async def receipt(order: OrderPlaced, ctx: msgkit.Context) -> None:
+        """Emails: tells the customer their order arrived (retried, then dead-lettered)."""
+        if order.email in broken:
+            ledger.log("emails", f"mail server refused {order.email} "
+                                 f"(attempt {ctx.message.attempt})")
+            raise MailServerDown(order.email)
+        ledger.receipts.add(order.order_id)
+        ledger.log("emails", f"receipt for {order.order_id} sent to {order.email}")
+
+    @broker.publishes(topics.stock, StockReserved)
     async def reserve(paid: PaymentProcessed, ctx: msgkit.Context) -> None:
+        """Inventory: reserves the items of each paid order once."""
         ledger.reserved.add(paid.order_id)
         ledger.log("inventory", f"reserved {paid.items} item(s) for {paid.order_id}")
         await ctx.send(topics.stock, StockReserved(order_id=paid.order_id, email=paid.email),
                        key=paid.order_id, idempotency_key=f"reserved-{paid.order_id}")
 
+    for _ in range(2):  # two members of one group compete for PaymentProcessed events
+        broker.subscriber(topics.payments, group="inventory", concurrency=2, dedup=dedup)(reserve)
+
+    @broker.subscriber(topics.stock, group="confirmations")
     async def confirm(reserved: StockReserved) -> None:
+        """Emails: confirms each order whose items are reserved."""
         ledger.confirmations.add(reserved.order_id)
         ledger.log("emails", f"confirmation for {reserved.order_id} sent to {reserved.email}")
 
-    async def receipt(msg: msgkit.Message) -> None:
-        order = msg.decode(OrderPlaced)
-        if order.email in broken:
-            ledger.log("emails", f"mail server refused {order.email} (attempt {msg.attempt})")
-            raise MailServerDown(order.email)
-        ledger.receipts.add(order.order_id)
-        ledger.log("emails", f"receipt for {order.order_id} sent to {order.email}")
+    return list(broker.subscribers[first:])
 
-    # Payments and inventory must not act twice on a repeated event: dedup by idempotency key.
+
+async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger, orders: list[OrderPlaced],
+              service: OrderService) -> None:
+    """Places `orders` through `service` (not yet open; it publishes to `topics.orders`) and
+    follows them through every service."""
+    broken = {o.email for o in orders if "broken" in o.email}
     dedup = Dedup("memory://")
-    consumers: list[tuple[msgkit.Consumer, Handler]] = [
-        (broker.consumer(topics.orders, group="payments", concurrency=4, failure=RETRIES,
-                         dedup=dedup), charge),
-        (broker.consumer(topics.orders, group="receipts", concurrency=4, failure=RETRIES), receipt),
-        # two members of one group compete for PaymentProcessed events
-        (broker.consumer(topics.payments, group="inventory", concurrency=2, dedup=dedup), reserve),
-        (broker.consumer(topics.payments, group="inventory", concurrency=2, dedup=dedup), reserve),
-        (broker.consumer(topics.stock, group="confirmations"), confirm),
-    ]
+    consumers = subscribe(broker, topics, ledger, broken, dedup)
     await asyncio.gather(*(consumer.start(handler) for consumer, handler in consumers))
 
     # The relay publishes what the order service committed; on RabbitMQ only once the

@@ -9,12 +9,13 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names, with a suffix so runs on a persistent broker never see old messages."""
+    """Topic names, with a suffix so runs on a persistent broker never see old messages
+    (none: the names a deployed service would use)."""
 
-    suffix: str
+    suffix: str = ""
 
     def __getattr__(self, name: str) -> str:
-        return f"shop.{name}.{self.suffix}"
+        return f"shop.{name}.{self.suffix}" if self.suffix else f"shop.{name}"
 
     # choreography: each service reacts to the previous one's event
     #   orders -> payments -> stock -> (emails)

@@ -88,19 +88,24 @@ class Orchestrator:
                                  key=order.order_id, idempotency_key=f"{order.order_id}-{name}")
 
 
-async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
-              orders: list[OrderPlaced], stock: int) -> dict[str, str]:
-    """Runs one saga per order with `stock` items on the shelf; returns each outcome."""
-    producer = broker.producer()
-    orchestrator = Orchestrator(topics, ledger, producer)
-    shelf = {"items": stock}
+def subscribe(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
+              orchestrator: Orchestrator, shelf: dict[str, int]
+              ) -> list[tuple[msgkit.Consumer, Handler]]:
+    """Registers the participants and the orchestrator on `broker` and declares what they
+    publish (the flow's contract); returns them."""
+    first = len(broker.subscribers)
+    producer = orchestrator.producer
+    broker.publishes(topics.saga_payment, Command, summary="The orchestrator starts a saga")
 
     async def reply(order_id: str, name: str, ok: bool = True, reason: str = "") -> None:
         await producer.send(topics.saga_replies, Reply(order_id=order_id, name=name, ok=ok,
                                                        reason=reason),
                             key=order_id, idempotency_key=f"{order_id}-{name}-reply")
 
+    @broker.subscriber(topics.saga_payment, group="payments")
+    @broker.publishes(topics.saga_replies, Reply)
     async def payment(cmd: Command) -> None:
+        """Payments: charges or refunds, and replies."""
         if cmd.name == "charge":
             ledger.charged[cmd.order_id] = cmd.amount
             ledger.log("payments", f"saga charge {cmd.amount:.2f} for {cmd.order_id}")
@@ -109,7 +114,10 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
             ledger.log("payments", f"saga refund {cmd.amount:.2f} for {cmd.order_id}")
         await reply(cmd.order_id, cmd.name)
 
+    @broker.subscriber(topics.saga_inventory, group="inventory")
+    @broker.publishes(topics.saga_replies, Reply)
     async def inventory(cmd: Command) -> None:
+        """Inventory: reserves (if the shelf has the items) or releases, and replies."""
         if cmd.name == "reserve" and shelf["items"] < cmd.items:
             ledger.log("inventory", f"saga: out of stock for {cmd.order_id}")
             await reply(cmd.order_id, cmd.name, ok=False, reason="out of stock")
@@ -119,17 +127,26 @@ async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
         ledger.log("inventory", f"saga reserved {cmd.items} item(s) for {cmd.order_id}")
         await reply(cmd.order_id, cmd.name)
 
+    @broker.subscriber(topics.saga_order, group="orders")
+    @broker.publishes(topics.saga_replies, Reply)
     async def order_service(cmd: Command) -> None:
+        """The order service: cancels the order (the last compensation), and replies."""
         ledger.cancelled.add(cmd.order_id)
         ledger.log("orders", f"saga cancelled {cmd.order_id}")
         await reply(cmd.order_id, cmd.name)
 
-    consumers: list[tuple[msgkit.Consumer, Handler]] = [
-        (broker.consumer(topics.saga_payment, group="payments"), payment),
-        (broker.consumer(topics.saga_inventory, group="inventory"), inventory),
-        (broker.consumer(topics.saga_order, group="orders"), order_service),
-        (broker.consumer(topics.saga_replies, group="orchestrator"), orchestrator.on_reply),
-    ]
+    on_reply = orchestrator.on_reply
+    for participant in ("payment", "inventory", "order"):
+        broker.publishes(getattr(topics, f"saga_{participant}"), Command)(on_reply)
+    broker.subscriber(topics.saga_replies, group="orchestrator")(on_reply)
+    return list(broker.subscribers[first:])
+
+
+async def run(broker: msgkit.Broker, topics: Topics, ledger: Ledger,
+              orders: list[OrderPlaced], stock: int) -> dict[str, str]:
+    """Runs one saga per order with `stock` items on the shelf; returns each outcome."""
+    orchestrator = Orchestrator(topics, ledger, broker.producer())
+    consumers = subscribe(broker, topics, ledger, orchestrator, {"items": stock})
     await asyncio.gather(*(consumer.start(handler) for consumer, handler in consumers))
     for order in orders:  # one at a time: the shelf decides which saga fails
         await orchestrator.begin(order)
