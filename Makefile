@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install demo test lint bench soak brokers clean
+.PHONY: install demo test lint docs bench soak brokers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
+
 soak: $(STAMP) brokers
 	MSGKIT_CRASH_KILLS=60 $(BIN)/python -m pytest -q -m "soak or not soak" tests/test_crash.py \
 		tests/outbox/test_outbox_crash.py
@@ -39,4 +47,4 @@ bench: $(STAMP) brokers
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) bench/results.json bench/results.md bench/results.png
+	rm -rf $(VENV) docs/site bench/results.json bench/results.md bench/results.png

@@ -1,6 +1,7 @@
 """`make bench`: every case in `bench/cases/`, against the brokers the test suite uses.
 
-Writes bench/results.json, bench/results.md and bench/results.png.
+Writes bench/results.json, bench/results.md and bench/results.png; a full run (no -k, -b or
+--scale) also copies the chart to docs/pages/assets/benchmarks.png for the documentation.
 
 Selecting cases (both options repeat; a case runs when it matches any -k and any -b given):
   -k TEXT      the case name contains TEXT (case-insensitive); backends are not searched,
@@ -24,6 +25,7 @@ import importlib
 import json
 import math
 import pkgutil
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from msgkit.errors import BrokerUnavailableError
 from msgkit.testing.brokers import TestBroker, test_brokers
 
 OUT = Path(__file__).parent
+DOCS_CHART = OUT.parent / "docs" / "pages" / "assets" / "benchmarks.png"
 
 
 def load_cases() -> list[Case]:
@@ -62,7 +65,7 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: list[Result], failed: dict[str, str]) -> None:
+def write(results: list[Result], failed: dict[str, str], *, docs_chart: bool = False) -> None:
     rows = [dataclasses.asdict(r) for r in results]
     (OUT / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     text = table(results)
@@ -76,6 +79,10 @@ def write(results: list[Result], failed: dict[str, str]) -> None:
         print("matplotlib not installed: no chart (pip install 'msgkit[bench]')", file=sys.stderr)
         return
     draw(results, OUT / "results.png")
+    if docs_chart:  # the documentation shows the chart of the last full run
+        DOCS_CHART.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(OUT / "results.png", DOCS_CHART)
+        print(f"chart copied to {DOCS_CHART.relative_to(OUT.parent)}")
 
 
 def select(cases: list[Case], names: list[str], backends: list[str]) -> list[Case]:
@@ -127,7 +134,8 @@ def main() -> int:
         if urls[case.backend]:
             runnable.append(case)
     try:
-        write(*run_all(runnable, urls))
+        full = not (args.k or args.backend or args.scale != 1.0)
+        write(*run_all(runnable, urls), docs_chart=full)
     finally:
         for broker in started.values():
             broker.stop()

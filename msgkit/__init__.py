@@ -1,5 +1,7 @@
 """msgkit: one async Producer/Consumer API over Kafka, RabbitMQ and an in-memory broker."""
 
+from importlib.metadata import version as _version
+
 from msgkit import headers
 from msgkit.backend import Capabilities
 from msgkit.broker import Broker, connect
@@ -28,6 +30,8 @@ from msgkit.guarantee import Guarantee
 from msgkit.message import Headers, HeaderValue, Key, Message
 from msgkit.producer import Producer
 from msgkit.settings import Settings
+
+__version__ = _version("msgkit")
 
 __all__ = [
     "AuthenticationError",
