@@ -84,6 +84,10 @@ class SubscriptionSpec:
     existing_only: bool = False
     """Create nothing (topic, queue, retry topic): join only if the topic and the group's
     queue already exist, else raise `NotFoundError` (read-only tools such as `msgkit dlq`)."""
+    until_end: bool = False
+    """Read what is stored, then end: once every message stored when the subscription
+    joined was handed out, `fetch` returns no deliveries (until more arrive). A backend that
+    cannot tell ignores it; readers then end after a quiet wait."""
 
 
 class Delivery(ABC):

@@ -51,7 +51,8 @@ Key = Annotated[str | None, typer.Option("--key", help="Only messages with this 
 Since = Annotated[dt.datetime | None, typer.Option("--since", help="Only failures at or after (UTC).")]
 Until = Annotated[dt.datetime | None, typer.Option("--until", help="Only failures at or before (UTC).")]
 Idle = Annotated[float, typer.Option(
-    "--idle", min=0.05, help="Seconds without a new dead letter after which a read ends.")]
+    "--idle", min=0.05, help="Seconds without a new dead letter after which a read ends "
+             "(Kafka and memory:// reads end at the end of the queue).")]
 Db = Annotated[str, typer.Option(
     "--db", envvar="MSGKIT_OUTBOX_DB",
     help="The outbox's database: postgresql://user:pw@host:5432/db or sqlite:///path.db.")]

@@ -132,7 +132,7 @@ class DeadLetterQueue:
         self.broker.validate_topic(self.dlq_topic)
         spec = SubscriptionSpec(topic=self.dlq_topic, group=DLQ_GROUP, prefetch=READ_AT_ONCE,
                                 start="earliest", guarantee=Guarantee.AT_LEAST_ONCE,
-                                existing_only=True)
+                                existing_only=True, until_end=True)
         subscription = await self._subscribe(spec, missing_ok)
         if subscription is None:
             return

@@ -191,6 +191,8 @@ class KafkaBackend(Backend):
         conf["enable.auto.commit"] = False
         conf["enable.auto.offset.store"] = False
         conf.setdefault("auto.offset.reset", "earliest")  # retry topics: never skip a copy
+        if spec.until_end:  # librdkafka says when a partition is read to its end
+            conf["enable.partition.eof"] = True
         limit = settings.buffer_messages or max(4 * spec.prefetch, 1024)
         txn: TransactionalProducer | None = None
         retry_publisher: Publisher | None = self._retry() if retry else None

@@ -84,8 +84,14 @@ class Poller:
         timeout: float,
         tansu: AdminClient | None,
         transactional: bool = False,
+        until_end: bool = False,
     ) -> None:
         self.sub = sub
+        self.until_end = until_end
+        self._at_end: dict[Key, bool] = {}
+        """`until_end`: per assigned partition, whether its end was reached (librdkafka's
+        PARTITION_EOF) with no record after it."""
+        self._ended = False
         self.topic = topic
         self.retry_topic = retry_topic
         self.group = group
@@ -325,6 +331,8 @@ class Poller:
         meta = md.topics.get(self.topic)
         partitions = [TopicPartition(self.topic, p) for p in sorted(meta.partitions)] if meta else []
         self.tracker.assign((tp.topic, tp.partition) for tp in partitions)
+        if self.until_end:
+            self._at_end.update(((tp.topic, tp.partition), False) for tp in partitions)
         if self.start_from == "latest":
             ends = self._ends(partitions)
             for tp in partitions:
@@ -339,6 +347,8 @@ class Poller:
         """Hands `records` to the loop as they are: it builds deliveries as it hands them
         out (this thread's Python work costs the loop the GIL). Only a retry copy that is
         not due yet is held back here, with the rest of its partition."""
+        if self.until_end:
+            self._note_ends(records)
         if self.max_bytes:  # before holding any: held copies count once released
             self._sized(sum(map(len, records)) / len(records))  # len: value bytes, in C
         if any(map(_error_of, records)):  # scans in C, as the check below does
@@ -348,6 +358,24 @@ class Poller:
             records = self._hold_not_due(records)
         if records:
             self._hand(records)
+        if self.until_end:
+            self._tell_end()
+
+    def _note_ends(self, records: list[Any]) -> None:
+        at_end = self._at_end
+        for record in records:
+            key = (record.topic(), record.partition())
+            if key in at_end:
+                error = record.error()
+                at_end[key] = error is not None and error.code() == KafkaError._PARTITION_EOF
+
+    def _tell_end(self) -> None:
+        """Tells the loop once all assigned partitions are read to their ends (after the
+        records handed over before)."""
+        ended = bool(self._at_end) and all(self._at_end.values())
+        if ended and not self._ended:
+            self._to_loop(self.sub._on_end, None)
+        self._ended = ended
 
     def _without_errors(self, records: list[Any]) -> list[Any]:
         out = []
@@ -466,6 +494,8 @@ class Poller:
         for key in keys:
             self._paused.discard(key)
             self._held.pop(key, None)
+            if self.until_end:
+                self._at_end[key] = False
         try:
             self._resolve_start(partitions)
         except KafkaException as exc:
@@ -495,6 +525,7 @@ class Poller:
         for key in keys:
             self._paused.discard(key)
             self._held.pop(key, None)
+            self._at_end.pop(key, None)
         self._to_loop(self.sub._purge, None)
         return positions
 

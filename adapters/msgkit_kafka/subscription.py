@@ -119,8 +119,10 @@ class KafkaSubscription(Subscription):
         self._poller = Poller(
             self, conf, topic=spec.topic, retry_topic=retry_topic, group=spec.group,
             start=spec.start, limit=limit, max_bytes=max_bytes, timeout=timeout, tansu=tansu,
-            transactional=transaction is not None,
+            transactional=transaction is not None, until_end=spec.until_end,
         )
+        self._at_end = False
+        """`until_end`: the thread read every assigned partition to its end."""
         self._txn = (BatchTransaction(transaction, self._poller, self.settle, spec.prefetch)
                      if transaction else None)
         if isinstance(retry_publisher, JoinedPublisher):  # its failures doom the transaction
@@ -150,6 +152,12 @@ class KafkaSubscription(Subscription):
             self.finished += len(records)
             return
         self._buffer.append([records, parts, 0])
+        self._at_end = False
+        self._wake()
+
+    def _on_end(self, _: object) -> None:
+        """(until_end) What the thread handed over so far reaches every partition's end."""
+        self._at_end = True
         self._wake()
 
     def _on_joined(self, _: object) -> None:
@@ -222,6 +230,8 @@ class KafkaSubscription(Subscription):
                         self._txn.handed_out(out)
                     return out
                 continue
+            if self._at_end and not buffer:
+                return ()
             waiter = self._loop.create_future()
             self._waiters.append(waiter)
             try:
