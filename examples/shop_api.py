@@ -24,6 +24,7 @@ TOPIC = os.environ.get("SHOP_TOPIC", "shop.orders")
 RECEIPTS = os.environ.get("SHOP_RECEIPTS", "receipts.log")
 
 broker = msgkit.connect()
+broker.publishes(TOPIC, OrderPlaced, summary="POST /orders, once the broker confirmed it")
 app = FastAPI(lifespan=lifespan(broker))
 Send = Annotated[msgkit.Producer, Depends(producer(broker, required_groups=("receipts",)))]
 

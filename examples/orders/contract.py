@@ -1,6 +1,6 @@
 """The order flow's contract: every topic, who consumes it, what it carries.
 
-    msgkit asyncapi examples.orders.contract:broker > orders.asyncapi.yaml
+    msgkit asyncapi examples.orders.contract:broker -o examples/orders/asyncapi.yaml
 
 The same `subscribe` functions that wire the running flow declare it here, on a broker that
 never connects, with the topic names a deployed shop would use (`shop.<name>`).

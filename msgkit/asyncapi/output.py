@@ -28,5 +28,10 @@ def render(document: dict[str, Any], fmt: str = "yaml") -> str:
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
-    text: str = yaml.dump(document, Dumper=Plain, sort_keys=False, allow_unicode=True)
-    return text
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None  # docstrings stay readable
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Plain.add_representer(str, text)
+    written: str = yaml.dump(document, Dumper=Plain, sort_keys=False, allow_unicode=True)
+    return written

@@ -1,9 +1,11 @@
-"""`msgkit asyncapi` on the order-flow example: the document lists every channel and message
-the running flow uses, and every message it sent fits its schema."""
+"""`msgkit asyncapi` on the examples: the order flow's document lists every channel and
+message the running flow uses (every message it sent fits its schema) and is committed as
+`examples/orders/asyncapi.yaml`; each example service has a valid contract."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from examples.orders.flow import run
@@ -42,8 +45,9 @@ def contract_topic(topic: str) -> str:
 
 
 def asyncapi(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MSGKIT_URL"}  # memory://: no servers
     return subprocess.run([sys.executable, "-m", "msgkit.cli", "asyncapi", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
 
 
 async def test_the_contract_lists_every_channel_and_message_the_flow_uses(
@@ -101,3 +105,29 @@ def test_a_target_that_cannot_load_fails_with_a_message_not_a_traceback() -> Non
     done = asyncapi("examples.orders.contract:nothing_here")
     assert done.returncode == 1
     assert "has no attribute 'nothing_here'" in done.stdout and "Traceback" not in done.stdout
+
+
+def test_the_committed_orders_contract_is_what_the_code_declares() -> None:
+    done = asyncapi("examples.orders.contract:broker")
+    assert done.returncode == 0, done.stderr
+    committed = (ROOT / "examples" / "orders" / "asyncapi.yaml").read_text()
+    assert done.stdout == committed, ("examples/orders/asyncapi.yaml is stale: run msgkit "
+                                      "asyncapi examples.orders.contract:broker -o "
+                                      "examples/orders/asyncapi.yaml")
+
+
+@pytest.mark.parametrize("target, receives, sends", [
+    ("examples.payments_service:broker", {"charge"}, set()),
+    ("examples.shop_api:broker", {"receipt"}, {"service_sends_to_shop.orders"}),
+])
+def test_each_example_service_has_a_valid_contract(
+    target: str, receives: set[str], sends: set[str]
+) -> None:
+    done = asyncapi(target, "--format", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    contract = json.loads(done.stdout)
+    assert errors(contract) == []
+    operations = contract["operations"]
+    assert {n for n, op in operations.items() if op["action"] == "receive"} == receives
+    assert {n for n, op in operations.items()
+            if op["action"] == "send" and not n.endswith("_dead_letters")} == sends
