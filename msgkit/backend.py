@@ -211,8 +211,10 @@ class Backend(ABC):
     """Producer options for sends that are each awaited alone (dead letters): a client that
     holds sends back to batch them (Kafka's `linger.ms`) would make each one wait."""
 
-    asyncapi_protocol: str | None = None
-    """The AsyncAPI server protocol (`kafka`, `amqp`); None: no server to describe."""
+    @property
+    def asyncapi_protocol(self) -> str | None:
+        """The AsyncAPI server protocol (`kafka`, `amqp`); None: no server to describe."""
+        return None
 
     def asyncapi_bindings(self, part: str, topic: str, group: str | None = None
                           ) -> dict[str, Any]:

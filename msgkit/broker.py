@@ -213,11 +213,11 @@ class Broker:
         on a handler, that handler does. Publishing needs no declaration."""
         self.validate_topic(topic)
         declared = Publication(topic, payload, summary)
+        at = len(self._publications)  # only ever appended to: the place stays
         self._publications.append(declared)
 
         def by(handler: H) -> H:
-            self._publications[self._publications.index(declared)] = replace(declared,
-                                                                             handler=handler)
+            self._publications[at] = replace(declared, handler=handler)
             return handler
 
         return by

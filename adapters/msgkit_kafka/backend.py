@@ -144,7 +144,7 @@ class KafkaBackend(Backend):
         validate_name(topic)
 
     @property
-    def asyncapi_protocol(self) -> str:  # type: ignore[override]
+    def asyncapi_protocol(self) -> str:
         return asyncapi.protocol(self.configs)
 
     def asyncapi_bindings(self, part: str, topic: str, group: str | None = None

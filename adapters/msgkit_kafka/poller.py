@@ -41,6 +41,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from msgkit.errors import ConsumerLostError, MsgkitError
 from msgkit.logs import get_logger
@@ -593,17 +594,13 @@ class Poller:
 
     def _high_watermark(self, topic: str, partition: int) -> int:
         """Retries while the partition has no leader yet (a topic created a moment ago)."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
+        for attempt in Retrying(stop=stop_after_delay(self.timeout), wait=wait_fixed(0.05),
+                                retry=retry_if_exception(_no_leader_yet), reraise=True):
+            with attempt:
                 _, high = self.consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=self.timeout, cached=False
                 )
-                return int(high)
-            except KafkaException as exc:
-                if exc.args[0].code() not in _NO_LEADER_YET or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
+        return int(high)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -618,7 +615,11 @@ class Poller:
 
 
 _NO_LEADER_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT})
+                            KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _no_leader_yet(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaException) and exc.args[0].code() in _NO_LEADER_YET
 
 
 def _resolve(future: asyncio.Future[Any], ok: Any) -> None:

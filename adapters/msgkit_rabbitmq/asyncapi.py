@@ -19,4 +19,3 @@ def bindings(vhost: str, part: str, topic: str, group: str | None) -> dict[str, 
     if part == "send":
         return {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": VERSION}}
     return {}
-

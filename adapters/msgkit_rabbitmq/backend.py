@@ -99,7 +99,7 @@ class RabbitMQBackend(Backend):
         self._watching: asyncio.Task[None] | None = None
 
     @property
-    def asyncapi_protocol(self) -> str:  # type: ignore[override]
+    def asyncapi_protocol(self) -> str:
         return self.url.scheme
 
     def asyncapi_bindings(self, part: str, topic: str, group: str | None = None

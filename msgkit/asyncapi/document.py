@@ -8,11 +8,11 @@ handlers' payload schemas; the backend adds its broker's bindings.
 from __future__ import annotations
 
 import inspect
-import re
+import json
 from typing import TYPE_CHECKING, Any
 
 from msgkit import headers as h
-from msgkit.asyncapi.payloads import Payload, payload
+from msgkit.asyncapi.payloads import Payload, component_key, payload
 from msgkit.handler import Handler, payload_type
 
 if TYPE_CHECKING:
@@ -75,13 +75,15 @@ class _Contract:
         self.schemas: dict[str, dict[str, Any]] = {}
         self._channel_of: dict[str, str] = {}
         self._members: set[tuple[Handler, str, str | None]] = set()
+        self._message_names: dict[str, str] = {}
 
     def subscriber(self, consumer: Consumer, handler: Handler) -> None:
         member = (handler, consumer.topic, consumer.group)
         if member in self._members:  # one more member of a group: the same operation
             return
         self._members.add(member)
-        message = self._message(payload(payload_type(handler, batch=consumer.batch is not None)))
+        described = self._payload(payload_type(handler, batch=consumer.batch is not None))
+        message = self._message(described)
         channel = self._channel(consumer.topic, message)
         summary, details = _doc(handler)
         extension: dict[str, Any] = {"group": consumer.group, "guarantee": consumer.guarantee.value,
@@ -97,8 +99,7 @@ class _Contract:
         policy = consumer.failure
         if policy.dead_letter:
             topic = policy.dead_letter_topic(consumer.topic, consumer.group)
-            dead = self._message(payload(payload_type(handler, batch=consumer.batch is not None)),
-                                 dead_letter=True)
+            dead = self._message(described, dead_letter=True)
             self._operation(f"{name}_dead_letters", "send", self._channel(topic, dead), dead,
                             f"Dead letters of {name}",
                             f"What {name} failed to handle after {policy.deliveries} "
@@ -107,7 +108,7 @@ class _Contract:
                             self.backend.asyncapi_bindings("send", topic))
 
     def publication(self, publication: Publication) -> None:
-        message = self._message(payload(publication.payload))
+        message = self._message(self._payload(publication.payload))
         channel = self._channel(publication.topic, message)
         by = _name(publication.handler) if publication.handler is not None else None
         name = f"{by or 'service'}_sends_to_{channel}"
@@ -119,7 +120,7 @@ class _Contract:
     def _channel(self, topic: str, message: str) -> str:
         key = self._channel_of.get(topic)
         if key is None:
-            key = _unique(re.sub(r"[^\w.\-]", "_", topic), self.channels)
+            key = _unique(component_key(topic), self.channels)
             self._channel_of[topic] = key
             channel: dict[str, Any] = {"address": topic, "messages": {}}
             bindings = self.backend.asyncapi_bindings("channel", topic)
@@ -129,12 +130,19 @@ class _Contract:
         self.channels[key]["messages"][message] = {"$ref": f"#/components/messages/{message}"}
         return key
 
+    def _payload(self, kind: Any) -> Payload:
+        """`kind` described, under a numbered schema name if another type has its name."""
+        described = payload(kind)
+        taken = self.schemas.get(described.name)
+        if taken is not None and taken != described.definitions.get(described.name, taken):
+            described = payload(kind, _unique(described.name, self.schemas))
+        return described
+
     def _message(self, described: Payload, *, dead_letter: bool = False) -> str:
-        name = f"{described.name}DeadLetter" if dead_letter else described.name
+        """The name of the message `described` (a dead letter of it): the same content gets
+        the same name, another type of the same name a numbered one."""
         headers = {**HEADERS, **(DEAD_LETTER_HEADERS if dead_letter else {})}
         message: dict[str, Any] = {
-            "name": name,
-            "title": name,
             "contentType": described.content_type,
             "headers": {"type": "object", "properties": headers},
             "payload": described.schema,
@@ -142,12 +150,15 @@ class _Contract:
         bindings = self.backend.asyncapi_bindings("message", "")
         if bindings:
             message["bindings"] = bindings
-        known = self.messages.setdefault(name, message)
-        if known != message:  # another type of the same name
-            name = _unique(name, self.messages)
-            self.messages[name] = {**message, "name": name, "title": name}
-        for key, schema in described.definitions.items():
-            self.schemas.setdefault(key, schema)
+        content = json.dumps(message, sort_keys=True)
+        name = self._message_names.get(content)
+        if name is None:
+            name = _unique(f"{described.name}DeadLetter" if dead_letter else described.name,
+                           self.messages)
+            self._message_names[content] = name
+            self.messages[name] = {"name": name, "title": name, **message}
+            for key, schema in described.definitions.items():
+                self.schemas.setdefault(key, schema)
         return name
 
     def _operation(self, name: str, action: str, channel: str, message: str, summary: str,
@@ -191,8 +202,7 @@ def _doc(handler: Handler) -> tuple[str | None, str | None]:
 
 
 def _name(handler: Handler) -> str:
-    name = getattr(handler, "__name__", type(handler).__name__)
-    return re.sub(r"[^\w.\-]", "_", name)
+    return component_key(getattr(handler, "__name__", type(handler).__name__))
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:

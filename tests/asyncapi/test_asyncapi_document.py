@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 import msgkit
 from msgkit.asyncapi import document, render
@@ -191,3 +191,36 @@ def test_every_member_of_a_group_is_one_operation() -> None:
 def test_an_unknown_format_says_which_exist() -> None:
     with pytest.raises(msgkit.ConfigurationError, match="yaml, json"):
         render(document(msgkit.connect("memory://")), "toml")
+
+
+
+OtherOrder = create_model("Order", total=(float, ...))
+"""Another module's `Order`: the same name, another type."""
+
+
+def test_two_types_of_one_name_get_two_messages_and_one_type_one() -> None:
+    broker = msgkit.connect("memory://")
+
+    async def a(order: Order) -> None: ...
+
+    async def b(order: OtherOrder) -> None: ...  # type: ignore[valid-type]
+
+    async def c(order: Order) -> None: ...
+
+    for topic, handler in (("one", a), ("two", b), ("three", c)):
+        broker.subscriber(topic, group="g")(handler)
+    contract = document(broker)
+    messages = contract["components"]["messages"]
+    assert {n for n in messages if "DeadLetter" not in n} == {"Order", "Order_2"}
+    assert contract["channels"]["three"]["messages"] == {
+        "Order": {"$ref": "#/components/messages/Order"}}
+
+
+def test_a_decorator_declaration_names_its_own_handler_beside_an_equal_one() -> None:
+    broker = msgkit.connect("memory://")
+    broker.publishes("invoices", Invoice)
+
+    @broker.publishes("invoices", Invoice)
+    async def bill(order: Order) -> None: ...
+
+    assert [p.handler for p in broker.publications] == [None, bill]

@@ -55,7 +55,7 @@ async def sqlite3_connection(db: OutboxDB, commit: bool) -> Any:
 
 @asynccontextmanager
 async def sqlalchemy_session(db: OutboxDB, commit: bool) -> Any:
-    engine = create_engine(db.url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = _engine(db)
     try:
         with Session(engine) as session:
             session.execute(text("SELECT 1"))  # the session's transaction has begun
@@ -67,13 +67,17 @@ async def sqlalchemy_session(db: OutboxDB, commit: bool) -> Any:
 
 @asynccontextmanager
 async def sqlalchemy_connection(db: OutboxDB, commit: bool) -> Any:
-    engine = create_engine(db.url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = _engine(db)
     try:
         with engine.connect() as conn:
             yield conn
             conn.commit() if commit else conn.rollback()
     finally:
         engine.dispose()
+
+
+def _engine(db: OutboxDB) -> Any:
+    return create_engine(db.url.replace("postgresql://", "postgresql+psycopg://"))
 
 
 def _async_engine(db: OutboxDB) -> Any:
