@@ -31,6 +31,7 @@ from msgkit.message import Key, Message
 
 if TYPE_CHECKING:
     from msgkit.outbox import Relay
+    from msgkit.outbox.relay import Database
 
 log = get_logger("msgkit.sync")
 T = TypeVar("T")
@@ -70,7 +71,7 @@ class Broker:
         """A producer (options as `msgkit.Broker.producer`), safe to share between threads."""
         return Producer(self, self.broker.producer(**options))
 
-    def relay(self, db: str, **options: Any) -> Relay:
+    def relay(self, db: Database, **options: Any) -> Relay:
         """Starts a transactional-outbox relay publishing what commits to `db`'s outbox
         (`outbox.send_sync(conn, ...)` in the view's transaction); options as
         `msgkit.outbox.Relay`. It stops, finishing its round, when the broker closes."""
@@ -174,7 +175,7 @@ class Producer:
         return self._broker.call(work, timeout)
 
 
-async def _started_relay(db: str, broker: msgkit.Broker, options: dict[str, Any]) -> Relay:
+async def _started_relay(db: Database, broker: msgkit.Broker, options: dict[str, Any]) -> Relay:
     from msgkit.outbox import Relay
 
     relay = Relay(db, broker, **options)

@@ -19,7 +19,7 @@ import contextlib
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgkit
 from msgkit.errors import ClosedError, ConfigurationError, InvalidTopicError, PublishError, SerializationError
@@ -30,6 +30,13 @@ from msgkit.outbox.rows import Pending
 from msgkit.outbox.schema import DEFAULT_TABLE, Table
 from msgkit.outbox.source import Claim, Counts, Source
 from msgkit.url import URL, redact
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+Database: TypeAlias = "str | Engine | AsyncEngine"
+"""An outbox database: its URL, or a SQLAlchemy engine connected to it."""
 
 log = get_logger("msgkit.outbox")
 DEFAULT_BATCH = 1000
@@ -42,14 +49,16 @@ class Relay:
         async with Relay("postgresql://app@db/shop", broker):
             ...  # the service runs; the relay publishes in the background
 
-    `db`: `postgresql://...` (libpq URL) or `sqlite:///relative.db` / `sqlite:////abs.db`.
+    `db`: `postgresql://...` (libpq URL) or `sqlite:///relative.db` / `sqlite:////abs.db`;
+    a SQLAlchemy URL (`postgresql+psycopg://...`, `sqlite+aiosqlite:///...`) or `Engine` /
+    `AsyncEngine` names the same database (the relay opens its own connections to it).
     Several relays may share one database: on PostgreSQL they split the rows between them,
     on SQLite one publishes and the others take over within `lease` seconds if it dies.
     """
 
     def __init__(
         self,
-        db: str,
+        db: Database,
         broker: msgkit.Broker,
         *,
         table: str = DEFAULT_TABLE,
@@ -72,6 +81,7 @@ class Relay:
         self.batch_size = batch_size
         self.retention = retention
         self.max_backoff = max_backoff
+        db = database_url(db)
         self.source = open_source(db, Table(table, schema), retention=retention, lease=lease)
         self.poll_interval = poll_interval
         self.published = 0
@@ -194,6 +204,18 @@ class Relay:
         await self._ensure_open()
         return await self.source.counts()
 
+    async def retry_failed(self) -> int:
+        """Put set-aside rows back to waiting (after fixing what made them fail); returns
+        how many. Same as `msgkit outbox retry`."""
+        await self._ensure_open()
+        return await self.source.retry_failed()
+
+    async def purge(self, older_than: float = 0.0) -> int:
+        """Delete rows published more than `older_than` seconds ago (kept by `retention`);
+        returns how many. The running relay does this every minute by itself."""
+        await self._ensure_open()
+        return await self.source.purge(older_than)
+
     async def __aenter__(self) -> Relay:
         await self.start()
         return self
@@ -292,9 +314,22 @@ def _permanent(exc: BaseException) -> bool:
         isinstance(exc, PublishError) and exc.permanent)
 
 
-def open_source(db: str, table: Table, **options: Any) -> Source:
+def database_url(db: Database) -> str:
+    """The plain URL of `db`: a URL as given, a SQLAlchemy URL without its driver
+    (`postgresql+psycopg://` is `postgresql://`), or a SQLAlchemy engine's URL."""
+    url = getattr(db, "url", db)  # Engine, AsyncEngine
+    if hasattr(url, "render_as_string"):  # sqlalchemy.URL
+        url = url.render_as_string(hide_password=False)
+    if not isinstance(url, str):
+        raise ConfigurationError(f"the outbox database must be a URL or a SQLAlchemy engine, "
+                                 f"not {type(db).__name__}")
+    scheme, separator, rest = url.partition("://")
+    return scheme.split("+", 1)[0] + separator + rest
+
+
+def open_source(db: Database, table: Table, **options: Any) -> Source:
     """The outbox source a database URL names (its driver loads only then)."""
-    parsed = URL.parse(db)
+    parsed = URL.parse(database_url(db))
     if parsed.scheme == "sqlite":
         from msgkit.outbox.sqlite_source import SQLiteSource
 
@@ -309,7 +344,7 @@ def open_source(db: str, table: Table, **options: Any) -> Source:
         except ImportError:
             raise ConfigurationError("the PostgreSQL outbox needs psycopg: "
                                      "pip install 'msgkit[postgres]'") from None
-        return PostgresSource(db, table, retention=options["retention"])
+        return PostgresSource(database_url(db), table, retention=options["retention"])
     raise ConfigurationError(f"no outbox for {parsed.redacted!r}: use postgresql://... or "
                              "sqlite:///path.db")
 

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-GETTING_STARTED = ROOT / "examples" / "getting_started"
+EXAMPLES = ROOT / "examples"
+GETTING_STARTED = EXAMPLES / "getting_started"
+SECTION = re.compile(r"^[ \t]*# --8<-- \[start:(?P<name>\w+)\]\n(?P<body>.*?)"
+                     r"^[ \t]*# --8<-- \[end:(?P=name)\]", re.S | re.M)
 BACKENDS = ["memory", "kafka", "amqp"]
+
+
+def sections() -> dict[str, str]:
+    """Every marked section (`# --8<-- [start:name]` ... `[end:name]`) of the examples, the
+    way pages include them, dedented: `{"outbox/flask_orders.py:app": "..."}`."""
+    found = {}
+    for path in EXAMPLES.rglob("*.py"):
+        for match in SECTION.finditer(path.read_text()):
+            found[f"{path.relative_to(EXAMPLES)}:{match['name']}"] = textwrap.dedent(match["body"])
+    return found
 
 
 async def start(program: str | Path, url: str, topic: str | None = None, *args: str,

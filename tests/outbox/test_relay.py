@@ -7,11 +7,14 @@ import collections
 from collections.abc import Sequence
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import msgkit
 from msgkit.errors import PublishError
 from msgkit.message import Outgoing
 from msgkit.outbox import Relay
+from msgkit.outbox.relay import Database
 from msgkit.testing import Collector, eventually
 from tests.outbox.conftest import OutboxDB, Row
 
@@ -94,7 +97,7 @@ async def test_a_row_no_broker_takes_is_set_aside_and_its_key_goes_on(
         await eventually(lambda: after in received.ids, timeout=WAIT, message="the row after")
         counts = await relay.counts()
         assert (counts.pending, counts.failed) == (0, 1)
-        assert await relay.source.retry_failed() == 1  # still invalid: set aside again
+        assert await relay.retry_failed() == 1  # still invalid: set aside again
         await eventually(lambda: _failed(relay), timeout=WAIT, message="set aside again")
     assert [m.id for m in received.messages] == [first, after]
     assert bad not in received.ids
@@ -144,8 +147,24 @@ async def test_retention_keeps_published_rows_until_purged(
         await eventually(lambda: set(written) <= received.ids, timeout=WAIT, message="published")
         counts = await relay.counts()
         assert (counts.pending, counts.published) == (0, 5)
-        assert await relay.source.purge(3600) == 0
-        assert await relay.source.purge(0) == 5
+        assert await relay.purge(older_than=3600) == 0
+        assert await relay.purge() == 5
+
+
+@pytest.mark.parametrize("given", ["sqlalchemy URL", "engine", "async engine"])
+async def test_a_sqlalchemy_url_or_engine_names_the_outbox_database(
+    memory_broker: msgkit.Broker, outbox_db: OutboxDB, unique_name: str, given: str
+) -> None:
+    driver = {"sqlite": "+aiosqlite" if given == "async engine" else "+pysqlite",
+              "postgres": "+psycopg"}[outbox_db.kind]
+    scheme, rest = outbox_db.url.split("://", 1)
+    url = f"{scheme}{driver}://{rest}"
+    db: Database = (url if given == "sqlalchemy URL" else
+                    create_engine(url) if given == "engine" else create_async_engine(url))
+    received = await _consume(memory_broker, unique_name)
+    [row] = await outbox_db.write([(unique_name, "via sqlalchemy", {})])
+    async with Relay(db, memory_broker, table=outbox_db.table):
+        await eventually(lambda: row in received.ids, timeout=WAIT, message="published")
 
 
 async def test_rabbitmq_rows_wait_for_a_queue_then_go(
