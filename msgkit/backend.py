@@ -102,6 +102,12 @@ class Delivery(ABC):
     async def ack(self) -> None:
         """The message is done for this group; it will not come back."""
 
+    def ack_nowait(self) -> bool:
+        """`ack` without awaiting, for a backend whose ack needs no waiting (it only
+        records the settlement, or queues it): True if it acked. Optional: by default
+        False, and the core awaits `ack()` instead. It saves a coroutine per message."""
+        return False
+
     @abstractmethod
     async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         """Bring the message back to this group after `delay` seconds, with `attempt + 1`.

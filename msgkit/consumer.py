@@ -1,8 +1,9 @@
 """`Consumer`: subscribes, runs the handler on each delivery, and settles it by the guarantee.
 
 The path of one message: `Subscription.fetch` (backend) -> `Dispatcher` (concurrency, key
-order) -> `Consumer._process` (guarantee: ack before or after the handler) -> handler ->
-`Delivery.ack`, or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
+order) -> `Consumer._process` (guarantee: ack before or after the handler; for the usual
+consumer the dispatcher does that itself: `dispatch.Plain`) -> handler -> `Delivery.ack`,
+or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
 Under EXACTLY_ONCE the handler's sends wait in a pending list (`msgkit.pending`) and are published
 after it returned, before the ack; on a backend with transactions they, the dead letters and
 the acks commit together. A batch consumer (`batch=`) runs `msgkit.batch.BatchRunner` in
@@ -20,7 +21,7 @@ from msgkit.backend import Delivery, Publisher, StartFrom, Subscription, Subscri
 from msgkit.batch import BatchRunner
 from msgkit.context import Context
 from msgkit.dedup import Claim, Deduplicator
-from msgkit.dispatch import Dispatcher, Runner
+from msgkit.dispatch import Dispatcher, Plain, Runner
 from msgkit.errors import ClosedError, ConfigurationError
 from msgkit.failure import DeadLetterPublish, FailurePolicy, until_settled
 from msgkit.guarantee import Guarantee
@@ -110,6 +111,8 @@ class Consumer:
         self._dead_letters: Producer | None = None
         self._observing = bool(broker.instruments)
         """The broker has instruments: outcomes are reported to them."""
+        self._plain = guarantee is Guarantee.AT_LEAST_ONCE and dedup is None
+        """Nothing happens per message but the handler and the ack (`dispatch.Plain`)."""
 
     async def start(self, handler: Handler) -> None:
         """Subscribe and return once messages can flow; handling continues in the background."""
@@ -118,7 +121,7 @@ class Consumer:
         if self._broker.closed:
             raise ClosedError("the broker is closed; start consumers before closing it")
         if self.batch is None:
-            self._handler = adapt(handler, self._context)
+            self._handler = bound = adapt(handler, self._context)
         else:
             batch_handler, decode = adapt_batch(handler)
         spec = SubscriptionSpec(
@@ -135,11 +138,14 @@ class Consumer:
             instruments = self._broker.instruments
             backend = self._broker.backend
             self._source = Source(self.topic, self.group, backend.system, backend.span_attributes)
+            plain = (Plain(bound, self._recover, self._ack)
+                     if self._plain and not instruments else None)
             self._dispatcher = Dispatcher(
                 self._subscription, self._observed if instruments else self._process,
                 concurrency=self.concurrency,
                 prefetch=self.prefetch,
-                release_on_stop=not self._ack_first and self._transaction is None)
+                release_on_stop=not self._ack_first and self._transaction is None,
+                plain=plain)
         else:
             backend = self._broker.backend
             source = Source(self.topic, self.group, backend.system, backend.span_attributes)
@@ -252,21 +258,7 @@ class Consumer:
                     return
             if self._ack_first:
                 await delivery.ack()
-            try:
-                await (self._handler(msg) if outbox is None  # type: ignore[misc]
-                       else self._attempt(msg, outbox))
-            except BaseException as raised:
-                exc = failure_of(raised)  # a handler's own CancelledError fails its message
-                # at-most-once never runs a handler twice, so no in-process retries there
-                if self._ack_first or not (self.failure.retries and self.failure.retryable(exc)):
-                    if exc is raised:
-                        raise
-                    raise exc from raised
-                log.info("handler failed on message %s, retrying in process: %r", msg.id, exc,
-                         extra=self._fields(msg))
-                await self.failure.retry_in_process(lambda: guarded(
-                    lambda: self._handler(msg) if outbox is None  # type: ignore[misc]
-                    else self._attempt(msg, outbox)))
+            await self._handle(msg, outbox)
             if outbox and not delivery.stale:  # a stale one is redone: its output with it
                 await self._publish_outbox(outbox)
         except asyncio.CancelledError:
@@ -292,11 +284,49 @@ class Consumer:
                               extra=self._fields(msg))
                 return
         if not self._ack_first:
+            await self._ack(delivery)
+
+    async def _recover(self, delivery: Delivery, raised: BaseException) -> None:
+        """A plain consumer's handler raised (see `dispatch.Plain`): in-process retries,
+        else the failure policy; acknowledged if a retry succeeded."""
+        try:
+            await self._handle(delivery.message, None, raised)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(delivery, exc)
+            return
+        await self._ack(delivery)
+
+    async def _handle(self, msg: Message, outbox: list[Outgoing] | None,
+                      raised: BaseException | None = None) -> None:
+        """Runs the handler on `msg` (unless its first attempt already `raised`), then the
+        in-process retries while it fails; raises the failure that remains."""
+        if raised is None:
             try:
-                await delivery.ack()
-            except Exception:
-                log.exception("could not acknowledge message %s; the broker will redeliver it",
-                              msg.id, extra=self._fields(msg))
+                await (self._handler(msg) if outbox is None  # type: ignore[misc]
+                       else self._attempt(msg, outbox))
+                return
+            except BaseException as first:
+                raised = first
+        exc = failure_of(raised)  # a handler's own CancelledError fails its message
+        # at-most-once never runs a handler twice, so no in-process retries there
+        if self._ack_first or not (self.failure.retries and self.failure.retryable(exc)):
+            if exc is raised:
+                raise raised
+            raise exc from raised
+        log.info("handler failed on message %s, retrying in process: %r", msg.id, exc,
+                 extra=self._fields(msg))
+        await self.failure.retry_in_process(lambda: guarded(
+            lambda: self._handler(msg) if outbox is None  # type: ignore[misc]
+            else self._attempt(msg, outbox)))
+
+    async def _ack(self, delivery: Delivery) -> None:
+        try:
+            await delivery.ack()
+        except Exception:
+            log.exception("could not acknowledge message %s; the broker will redeliver it",
+                          delivery.message.id, extra=self._fields(delivery.message))
 
     async def _attempt(self, msg: Message, outbox: list[Outgoing]) -> None:
         """One exactly-once handler attempt: its sends collect in `outbox` (a failed

@@ -7,9 +7,22 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
 
 from msgkit.backend import Delivery, Subscription
-from msgkit.message import Key
+from msgkit.message import Key, Message
+
+
+class Plain(NamedTuple):
+    """How a consumer handles a delivery when nothing happens around its handler but the
+    ack (at-least-once, no dedup, no instruments): the workers do it themselves, without
+    a coroutine per message around the handler."""
+
+    handler: Callable[[Message], Awaitable[Any]]
+    recover: Callable[[Delivery, BaseException], Awaitable[None]]
+    """After the handler raised: retries, the failure policy, the ack."""
+    ack: Callable[[Delivery], Awaitable[None]]
+    """When the delivery cannot `ack_nowait()`."""
 
 
 class Runner(ABC):
@@ -49,8 +62,12 @@ class Dispatcher(Runner):
         concurrency: int,
         prefetch: int,
         release_on_stop: bool = True,
+        plain: Plain | None = None,
     ) -> None:
+        """`process(delivery)` handles and settles one delivery, unless `plain` says how
+        to do that without a call around the handler."""
         self._subscription = subscription
+        self._plain = plain
         self._release_on_stop = release_on_stop
         self._process = process
         self._concurrency = concurrency
@@ -166,6 +183,9 @@ class Dispatcher(Runner):
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         process = self._process
+        plain = self._plain
+        if plain is not None:
+            handler, recover, ack = plain
         ready = self._ready
         chains = self._concurrency > 1
         while True:
@@ -176,7 +196,20 @@ class Dispatcher(Runner):
                 await waiter
             delivery: Delivery | None = ready.popleft()
             while delivery is not None:
-                await process(delivery)
+                if plain is None:
+                    await process(delivery)
+                else:  # what Consumer._process does, inline: this runs once per message
+                    try:
+                        await handler(delivery.message)
+                    except BaseException as raised:
+                        await recover(delivery, raised)
+                    else:
+                        try:
+                            acked = delivery.ack_nowait()
+                        except Exception:
+                            acked = False  # ack() says why
+                        if not acked:
+                            await ack(delivery)
                 # what _finished() does, inline: this runs once per message
                 self._held -= 1
                 if not self._held:

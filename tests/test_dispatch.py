@@ -1,11 +1,14 @@
-"""The dispatcher alone, over a scripted subscription: order per key, bounds, draining."""
+"""The dispatcher alone, over a scripted subscription: order per key, bounds, draining, and
+the plain path's acks and failures."""
 
 import asyncio
 import random
 from collections.abc import Sequence
 
+import pytest
+
 from msgkit.backend import Delivery, Subscription
-from msgkit.dispatch import Dispatcher
+from msgkit.dispatch import Dispatcher, Plain
 from msgkit.message import Headers, Message
 from msgkit.testing import eventually
 
@@ -98,3 +101,80 @@ async def test_stop_waits_for_held_work_then_returns() -> None:
     release.set()
     await asyncio.wait_for(task, 5)
     assert len(done) == 3
+
+
+class Recorded(Delivery):
+    """Records how it was settled; `nowait` says whether it can ack without awaiting."""
+
+    __slots__ = ("nowait", "settled")
+
+    def __init__(self, message: Message, nowait: bool) -> None:
+        super().__init__(message)
+        self.nowait = nowait
+        self.settled: list[str] = []
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+    def ack_nowait(self) -> bool:
+        if self.nowait:
+            self.settled.append("ack_nowait")
+        return self.nowait
+
+    async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None: ...
+
+
+class Handing(Scripted):
+    """Hands out `Recorded` deliveries and keeps them."""
+
+    def __init__(self, messages: list[Message], nowait: bool) -> None:
+        super().__init__([])
+        self.deliveries = [Recorded(m, nowait) for m in messages]
+        self.pending = list(self.deliveries)  # type: ignore[arg-type]
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        await asyncio.sleep(0)
+        batch, self.pending = self.pending[:max_messages], self.pending[max_messages:]
+        if not batch:
+            await asyncio.Event().wait()
+        return batch  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+@pytest.mark.parametrize("nowait", [True, False])
+async def test_the_plain_path_acks_each_handled_delivery_and_recovers_failed_ones(
+    nowait: bool, concurrency: int
+) -> None:
+    subscription = Handing([Message("t", str(n).encode(), key=f"k{n % 2}") for n in range(12)],
+                           nowait)
+    handled: list[int] = []
+    recovered: list[tuple[int, str]] = []
+
+    async def handler(msg: Message) -> None:
+        await asyncio.sleep(0)
+        if int(msg.value) % 3 == 2:
+            raise ValueError(f"bad {int(msg.value)}")
+        handled.append(int(msg.value))
+
+    async def recover(d: Delivery, raised: BaseException) -> None:
+        recovered.append((int(d.message.value), str(raised)))
+
+    async def ack(d: Delivery) -> None:
+        await d.ack()
+
+    async def unused(d: Delivery) -> None:
+        raise AssertionError("the plain path handles deliveries itself")
+
+    dispatcher = Dispatcher(subscription, unused, concurrency=concurrency, prefetch=4,
+                            plain=Plain(handler, recover, ack))
+    task = asyncio.create_task(dispatcher.run())
+    await eventually(lambda: len(handled) + len(recovered) == 12)
+    dispatcher.stop()
+    await asyncio.wait_for(task, 5)
+    assert sorted(handled) == [0, 1, 3, 4, 6, 7, 9, 10]
+    assert sorted(recovered) == [(n, f"bad {n}") for n in (2, 5, 8, 11)]
+    for key in (0, 1):  # each key in order, failures included
+        assert [n for n in handled if n % 2 == key] == sorted(n for n in handled if n % 2 == key)
+    acked = ["ack_nowait"] if nowait else ["ack"]
+    assert [d.settled for d in subscription.deliveries] == [
+        [] if n % 3 == 2 else acked for n in range(12)]

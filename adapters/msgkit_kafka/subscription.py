@@ -37,6 +37,7 @@ from msgkit_kafka.wire import (
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
     first_stored,
+    new_message,
     to_message,
 )
 
@@ -58,6 +59,10 @@ class KafkaDelivery(Delivery):
 
     async def ack(self) -> None:
         self._sub.settle(self)
+
+    def ack_nowait(self) -> bool:
+        self._sub.settle(self)
+        return True
 
     async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         await self._sub.redeliver(self, delay, headers)
@@ -263,30 +268,36 @@ class KafkaSubscription(Subscription):
                     end: int, out: list[KafkaDelivery]) -> None:
         """Deliveries of `records[start:end]`, appended to `out`. Their offsets join their
         partition's pending ones here, in the order they are handed out."""
+        # This runs for every record: objects are built without calling their classes,
+        # and what only changes between runs of one partition is looked up per run.
         retry_topic = self._retry_topic
-        topic = partition = part = None
-        retried = False
+        topic = partition = None
+        part: PartitionOffsets | None = None
+        note_pending = None
+        retried = live = False
         dropped = 0
-        for i in range(start, end):
-            record = records[i]  # never an error: the thread keeps those
+        add = out.append
+        for record in itertools.islice(records, start, end):  # never an error: the thread keeps those
             t, p = record.topic(), record.partition()
             if p != partition or t != topic:  # records come in runs of one partition
                 topic, partition = t, p
                 part = parts.get((t, p))
                 retried = t == retry_topic
-            if part is None or part.revoked:
+                live = part is not None and not part.revoked
+                if part is not None:
+                    note_pending = part.pending.append
+            if not live:
                 dropped += 1
                 continue
             offset = record.offset()
-            part.pending.append(offset)
-            # Built without calling the classes: this runs for every record.
+            note_pending(offset)  # type: ignore[misc]
             d = _new(KafkaDelivery)
-            d.message = to_message(record, retried)
+            d.message = to_message(record, True) if retried else new_message(record)
             d._sub = self
-            d.part = part
+            d.part = part  # type: ignore[assignment]
             d.offset = offset
             d.settled = False
-            out.append(d)
+            add(d)
         self.finished += dropped
 
     def settle(self, d: KafkaDelivery) -> bool:

@@ -58,10 +58,7 @@ def due_at(record: Any) -> float:
 def to_message(record: Any, retried: bool) -> Message:
     """A msgkit message from a confluent-kafka record; `retried`: it comes from a retry topic."""
     if not retried:
-        msg = _new(KafkaMessage)
-        _NATIVE(msg, record)
-        _HEADERS(msg, None)  # not decoded yet
-        return msg
+        return new_message(record)
     headers = _headers(record)
     topic = text_of(headers.get(ORIGINAL_TOPIC)) or record.topic()
     for name in _INTERNAL:
@@ -76,6 +73,13 @@ def to_message(record: Any, retried: bool) -> Message:
         fallback_id="" if MESSAGE_ID in headers else _coordinates(record),
         native=record,
     )
+
+
+def new_message(record: Any) -> Message:
+    """The message of a record read from its own topic (not a retry copy)."""
+    msg = _new(KafkaMessage)
+    _NATIVE(msg, record)  # the rest is read from the record when used
+    return msg
 
 
 class KafkaMessage(Message):
@@ -120,11 +124,12 @@ class KafkaMessage(Message):
 
     @property
     def headers(self) -> Headers:
-        headers = _GET_HEADERS(self)
-        if headers is None:
+        try:
+            return _GET_HEADERS(self)  # type: ignore[no-any-return]
+        except AttributeError:  # first read: decoded once
             headers = _headers(self.native)
             _HEADERS(self, headers)
-        return headers  # type: ignore[no-any-return]
+            return headers
 
     @property
     def id(self) -> str:

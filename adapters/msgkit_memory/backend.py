@@ -136,6 +136,10 @@ class MemoryDelivery(Delivery):
     async def ack(self) -> None:
         self._sub.settle(self)
 
+    def ack_nowait(self) -> bool:
+        self._sub.settle(self)
+        return True
+
     async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
         sub = self._sub
         if sub.settle(self):

@@ -38,6 +38,24 @@ class RabbitMQDelivery(Delivery):
         self._sub = sub
 
     async def ack(self) -> None:
+        if not self.ack_nowait():
+            # At-most-once acks before the handler: the ack must be on the wire before the
+            # handler's effects, or a crash right after them would bring the message back.
+            channel = self._unacked_channel()
+            if channel is not None:
+                await channel.basic_ack(self.message.native.delivery_tag or 0)
+
+    def ack_nowait(self) -> bool:
+        if self._sub.ack_now:
+            return False
+        channel = self._unacked_channel()
+        if channel is not None:  # the batcher writes it with the next acks
+            self._sub.acks(channel).ack(self.message.native.delivery_tag or 0)
+        return True
+
+    def _unacked_channel(self) -> aiormq.abc.AbstractChannel | None:
+        """The channel to ack this delivery on, taken out of the unacked ones; None if it
+        was settled already."""
         sub = self._sub
         if self not in sub.unacked:
             if sub.closed:
@@ -45,22 +63,16 @@ class RabbitMQDelivery(Delivery):
                     f"message {self.message.id} was acked after its consumer closed; "
                     "RabbitMQ delivers it again"
                 )
-            return  # settled already
+            return None
         sub.unacked.discard(self)
         incoming: AbstractIncomingMessage = self.message.native
         try:
-            channel = incoming.channel
+            return incoming.channel
         except Exception:
             raise BrokerUnavailableError(
                 f"the channel of message {self.message.id} closed before its ack; "
                 "RabbitMQ delivers it again"
             ) from None
-        if sub.ack_now:
-            # At-most-once acks before the handler: the ack must be on the wire before the
-            # handler's effects, or a crash right after them would bring the message back.
-            await channel.basic_ack(incoming.delivery_tag or 0)
-        else:
-            sub.acks(channel).ack(incoming.delivery_tag or 0)
 
     @property
     def origin(self) -> Mapping[str, str]:
