@@ -3,92 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from multidict import MultiDict
-
-from msgkit import headers as h
 from msgkit.backend import Publisher
-from msgkit.codec import SendHeaders, check_headers, check_key, encode
+from msgkit.codec import SendHeaders
+from msgkit.encoded import Encoded, encode_messages
 from msgkit.errors import ClosedError
 from msgkit.guarantee import Guarantee
 from msgkit.instrument import observed_publish
-from msgkit.message import NO_PROPERTIES, Key, Outgoing
+from msgkit.message import Key, Outgoing
 
 if TYPE_CHECKING:
     from msgkit.broker import Broker
 
 V = TypeVar("V")
-
-# Ids are unique per process (random prefix) and cheap (a counter): no uuid per message.
-# A forked child draws a new prefix, or it would repeat its parent's ids.
-_ID_PREFIX = ""
-_ID_COUNTER = itertools.count(1)
-
-
-def _new_id_prefix() -> None:
-    global _ID_PREFIX, _ID_COUNTER
-    _ID_PREFIX = os.urandom(8).hex()
-    _ID_COUNTER = itertools.count(1)
-
-
-_new_id_prefix()
-os.register_at_fork(after_in_child=_new_id_prefix)
-
-
-_new_tuple = tuple.__new__
-
-
-def new_message_id() -> str:
-    return "%s%012x" % (_ID_PREFIX, next(_ID_COUNTER))  # noqa: UP031 - faster than an f-string
-
-
-def encode_messages(
-    topic: str,
-    values: Iterable[V],
-    key: Callable[[V], Key | None] | None = None,
-    headers: SendHeaders | None = None,
-    idempotency_key: Callable[[V], str | None] | None = None,
-) -> list[Outgoing]:
-    """`values` as messages to `topic`, encoded as a producer sends them (no broker needed:
-    the outbox stores them so). `key` and `idempotency_key` are functions of each value.
-
-    What is the same for the whole batch (checks, user headers, the send time) is done
-    once: this loop is most of the cost of a pipelined send."""
-    user_headers = check_headers(headers) if headers else None
-    now = time.time()
-    id_header, type_header, key_header = h.MESSAGE_ID, h.CONTENT_TYPE, h.IDEMPOTENCY_KEY
-    out: list[Outgoing] = []
-    append = out.append
-    for value in values:
-        k = key(value) if key is not None else None
-        if k is not None and type(k) is not str:
-            k = check_key(k)
-        payload, content_type = (value, None) if type(value) is bytes else encode(value)
-        message_id = new_message_id()
-        out_headers: Any
-        if not user_headers:
-            out_headers = {id_header: message_id}
-        elif type(user_headers) is dict:
-            out_headers = {**user_headers, id_header: message_id}
-        else:  # a name repeats: kept in order, as given
-            out_headers = MultiDict(user_headers)
-            out_headers[id_header] = message_id
-        if content_type is not None:
-            out_headers[type_header] = content_type
-        if idempotency_key is not None:
-            ik = idempotency_key(value)
-            if ik is not None:
-                out_headers[key_header] = ik
-        # What Outgoing(...) does, without its Python-level __new__ (a third of the cost)
-        append(_new_tuple(Outgoing, (topic, payload, k, out_headers, message_id, now,
-                                     NO_PROPERTIES)))
-    return out
-
 
 class Producer:
     """Sends messages with one delivery guarantee. Made by `Broker.producer()`.
@@ -152,7 +81,7 @@ class Producer:
         batch = self._outgoing(topic, values, key, headers, idempotency_key)
         if batch:
             await self.publish_built(batch)
-        return [out.id for out in batch]
+        return batch.ids
 
     def build(
         self,
@@ -231,7 +160,7 @@ class Producer:
         key: Callable[[V], Key | None] | None,
         headers: SendHeaders | None,
         idempotency_key: Callable[[V], str | None] | None,
-    ) -> list[Outgoing]:
+    ) -> Encoded:
         """`values` as messages to `topic`, after the producer's own checks."""
         if self._closed or self._broker.closed:
             raise ClosedError("this producer's broker is closed; send before closing it")

@@ -95,7 +95,7 @@ def test_exactly_once_needs_what_it_stands_on() -> None:
 def test_forked_processes_draw_fresh_message_ids() -> None:
     import os
 
-    from msgkit.producer import new_message_id
+    from msgkit.encoded import new_message_id
 
     read, write = os.pipe()
     pid = os.fork()

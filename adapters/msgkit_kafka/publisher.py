@@ -238,42 +238,43 @@ class KafkaPublisher(Publisher):
         last_topic: str | None = None
         last_stamp: float | None = None
         millis = 0
-        for start in range(0, len(messages), _YIELD_EVERY):
-            for i, (topic, value, key, headers, _, stamp, _) in enumerate(
-                messages[start:start + _YIELD_EVERY], start
-            ):
-                if topic is not last_topic:
-                    if topic not in known:
-                        await self._ensure(messages, i, batch if self._confirm else None)
-                    last_topic = topic
-                if stamp is not last_stamp:
-                    millis = int(stamp * 1000)
-                    last_stamp = stamp
-                # A multi-mapping (repeated names) goes as its list of pairs, in order.
-                wire: Any = headers if type(headers) is dict else list(headers.items())
+        # Iterated, not sliced: a message read from an `Encoded` batch is built here and
+        # gone once produced (see msgkit.encoded).
+        for i, (topic, value, key, headers, _, stamp, _) in enumerate(messages):
+            if topic is not last_topic:
+                if topic not in known:
+                    await self._ensure(messages, i, batch if self._confirm else None)
+                last_topic = topic
+            if stamp is not last_stamp:
+                millis = int(stamp * 1000)
+                last_stamp = stamp
+            # A multi-mapping (repeated names) goes as its list of pairs, in order.
+            wire: Any = headers if type(headers) is dict else list(headers.items())
+            try:
                 try:
-                    try:
-                        produce(topic, value, key, ANY_PARTITION, report, None, millis, wire)
-                    except BufferError:  # local queue full: wait for deliveries, never drop
-                        await self._produce_when_room(topic, value, key, report, millis, wire)
-                except (KafkaException, TypeError) as exc:
-                    if self._confirm:
-                        batch.future.add_done_callback(_retrieve)
-                        batch.unsent(len(messages) - i)
-                    if isinstance(exc, TypeError):
-                        raise SerializationError(
-                            f"Kafka cannot carry a message for {topic!r}: {exc}; Kafka keys and "
-                            "header values are str, bytes or None"
-                        ) from exc
-                    err = exc.args[0] if exc.args else None
-                    reason = err.str() if isinstance(err, KafkaError) else str(exc)
-                    raise PublishError(
-                        f"Kafka refused a message for {topic!r}: "
-                        f"{explained(err) if isinstance(err, KafkaError) else reason}",
-                        reason=reason,
-                        permanent=isinstance(err, KafkaError) and err.code() in PERMANENT_CODES,
+                    produce(topic, value, key, ANY_PARTITION, report, None, millis, wire)
+                except BufferError:  # local queue full: wait for deliveries, never drop
+                    await self._produce_when_room(topic, value, key, report, millis, wire)
+            except (KafkaException, TypeError) as exc:
+                if self._confirm:
+                    batch.future.add_done_callback(_retrieve)
+                    batch.unsent(len(messages) - i)
+                if isinstance(exc, TypeError):
+                    raise SerializationError(
+                        f"Kafka cannot carry a message for {topic!r}: {exc}; Kafka keys and "
+                        "header values are str, bytes or None"
                     ) from exc
-            await asyncio.sleep(0)
+                err = exc.args[0] if exc.args else None
+                reason = err.str() if isinstance(err, KafkaError) else str(exc)
+                raise PublishError(
+                    f"Kafka refused a message for {topic!r}: "
+                    f"{explained(err) if isinstance(err, KafkaError) else reason}",
+                    reason=reason,
+                    permanent=isinstance(err, KafkaError) and err.code() in PERMANENT_CODES,
+                ) from exc
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0)
         if self._confirm:
             await batch.future
 

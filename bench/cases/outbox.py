@@ -41,10 +41,10 @@ from bench.cases.latency import paced
 from bench.cases.rabbitmq import _topology
 from bench.flow import TIMEOUT, forget, fresh_topic
 from bench.harness import Case, Run, Sample
+from msgkit.encoded import encode_messages
 from msgkit.message import Outgoing
 from msgkit.outbox import Outbox, Relay
 from msgkit.outbox.relay import DEFAULT_BATCH
-from msgkit.producer import encode_messages
 from msgkit.testing import stores
 
 BODY = b"x" * 100

@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from msgkit.codec import SendHeaders
+from msgkit.encoded import encode_messages
 from msgkit.errors import ConfigurationError
 from msgkit.headers import IDEMPOTENCY_KEY
 from msgkit.instrument import Instrument, created
@@ -19,7 +20,6 @@ from msgkit.message import Key, Outgoing
 from msgkit.outbox.connections import Connection, Params, adapt
 from msgkit.outbox.rows import COLUMNS, to_columns
 from msgkit.outbox.schema import DEFAULT_TABLE, POSTGRES_TYPES, Table
-from msgkit.producer import encode_messages
 
 V = TypeVar("V")
 
@@ -153,7 +153,7 @@ class Outbox:
 
     def _encode(self, topic: str, values: Iterable[V], key: Callable[[V], Key | None] | None,
                 headers: SendHeaders | None,
-                idempotency_key: Callable[[V], str | None] | None) -> list[Outgoing]:
+                idempotency_key: Callable[[V], str | None] | None) -> Sequence[Outgoing]:
         if not isinstance(topic, str) or not topic:
             raise ConfigurationError(f"the outbox needs a topic name, not {topic!r}")
         batch = encode_messages(topic, values, key, headers, idempotency_key)
