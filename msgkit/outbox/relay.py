@@ -329,7 +329,8 @@ def database_url(db: Database) -> str:
 
 def open_source(db: Database, table: Table, **options: Any) -> Source:
     """The outbox source a database URL names (its driver loads only then)."""
-    parsed = URL.parse(database_url(db))
+    url = database_url(db)
+    parsed = URL.parse(url)
     if parsed.scheme == "sqlite":
         from msgkit.outbox.sqlite_source import SQLiteSource
 
@@ -344,7 +345,7 @@ def open_source(db: Database, table: Table, **options: Any) -> Source:
         except ImportError:
             raise ConfigurationError("the PostgreSQL outbox needs psycopg: "
                                      "pip install 'msgkit[postgres]'") from None
-        return PostgresSource(database_url(db), table, retention=options["retention"])
+        return PostgresSource(url, table, retention=options["retention"])
     raise ConfigurationError(f"no outbox for {parsed.redacted!r}: use postgresql://... or "
                              "sqlite:///path.db")
 

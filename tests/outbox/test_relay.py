@@ -167,6 +167,12 @@ async def test_a_sqlalchemy_url_or_engine_names_the_outbox_database(
         await eventually(lambda: row in received.ids, timeout=WAIT, message="published")
 
 
+def test_an_engines_password_stays_out_of_the_relays_repr(memory_broker: msgkit.Broker) -> None:
+    engine = create_engine("postgresql+psycopg://app:s3cret@db.example/shop")  # never connects
+    relay = Relay(engine, memory_broker)
+    assert "s3cret" not in repr(relay) and "db.example/shop" in repr(relay)
+
+
 async def test_rabbitmq_rows_wait_for_a_queue_then_go(
     amqp_url: str, outbox_db: OutboxDB, unique_name: str
 ) -> None:
