@@ -15,7 +15,7 @@ Options come from the URL query and from `msgkit.connect(url, **options)`:
 - msgkit's own settings have dotless names (see `msgkit_kafka.config.Settings`):
   `partitions` (3), `replication_factor` (-1: broker default), `create_topics` (true),
   `connect_timeout` (10 s), `join_timeout` (60 s), `close_timeout` (30 s),
-  `buffer_messages` (max(4 x prefetch, 1024)) and `buffer_bytes` (64 MiB; 0: no byte
+  `buffer_messages` (max(4 x prefetch, 2048)) and `buffer_bytes` (64 MiB; 0: no byte
   bound): records and payload bytes a consumer holds before pausing its partitions,
   `tansu_workarounds` (auto: on when the broker is Tansu), `transactional_id` (exactly-once:
   a stable id per instance; default a fresh one).

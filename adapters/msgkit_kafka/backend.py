@@ -26,6 +26,7 @@ from msgkit.url import URL
 from msgkit_kafka import asyncapi
 from msgkit_kafka.config import TANSU_CLUSTER_PREFIX, ClientConfigs, Settings, native_only, split_options
 from msgkit_kafka.lag import group_lag
+from msgkit_kafka.poller import BATCH
 from msgkit_kafka.publisher import KafkaPublisher, NativeProducer, producer_config
 from msgkit_kafka.refusals import refusal
 from msgkit_kafka.subscription import KafkaSubscription
@@ -193,7 +194,7 @@ class KafkaBackend(Backend):
         conf.setdefault("auto.offset.reset", "earliest")  # retry topics: never skip a copy
         if spec.until_end:  # librdkafka says when a partition is read to its end
             conf["enable.partition.eof"] = True
-        limit = settings.buffer_messages or max(4 * spec.prefetch, 1024)
+        limit = settings.buffer_messages or max(4 * spec.prefetch, 2 * BATCH)
         txn: TransactionalProducer | None = None
         retry_publisher: Publisher | None = self._retry() if retry else None
         if spec.guarantee is Guarantee.EXACTLY_ONCE:

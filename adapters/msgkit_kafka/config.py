@@ -50,7 +50,7 @@ class Settings:
     """Seconds closing waits to flush pending publishes or leave the group."""
     buffer_messages: int = 0
     """Messages a subscription holds locally (fetched, not yet finished) before it pauses
-    its partitions; 0 means max(4 x prefetch, 1024)."""
+    its partitions; 0 means max(4 x prefetch, 2048)."""
     buffer_bytes: int = 64 * 1024 * 1024
     """Payload bytes a subscription holds locally before it pauses (with large messages
     this binds before `buffer_messages`); judged by the average size of recent records.

@@ -1,6 +1,8 @@
 """The event-loop side of a Kafka subscription: a bounded buffer that `fetch` hands out.
 
-Records arrive from the consumer thread (`poller.py`) in batches. `fetch` never holds
+Records arrive from the consumer thread (`poller.py`) in batches, through an inbox the
+loop empties when it fetches: the thread wakes the loop only when it waits for records (a
+wake-up per batch cost a self-pipe write and a loop turn on both sides). `fetch` never holds
 more than `prefetch` unsettled deliveries and takes nothing when cancelled (it removes
 records from the buffer only on its way out). Settling a delivery tells the offset tracker,
 whose contiguous positions the thread commits (under exactly-once, the batch's transaction
@@ -29,7 +31,7 @@ from msgkit.logs import get_logger
 from msgkit.message import Headers, Message, Outgoing, text_of
 from msgkit_kafka.config import redacted
 from msgkit_kafka.offsets import Key, PartitionOffsets
-from msgkit_kafka.poller import Poller
+from msgkit_kafka.poller import Batch, Poller
 from msgkit_kafka.transaction import BatchTransaction, JoinedPublisher, TransactionalProducer
 from msgkit_kafka.wire import (
     DUE_AT,
@@ -110,10 +112,15 @@ class KafkaSubscription(Subscription):
         self._commit_first = spec.guarantee is Guarantee.AT_MOST_ONCE and spec.group is not None
         self._retry_publisher = retry_publisher
         self._close_timeout = close_timeout
+        self.inbox: deque[Batch | None] = deque()
+        """Appended by the consumer thread: a batch, or None once what came before
+        reaches every partition's end (`until_end`). Emptied into `_buffer`."""
         self._buffer: deque[Chunk] = deque()
-        """What the thread handed over, in order: [records, partitions, next index], or
-        [deliveries, None, next index] for deliveries built already (taken back or copies)."""
-        self._waiters: list[asyncio.Future[None]] = []
+        """What the thread handed over, in order: [records, partitions, next index, topic
+        of them all or None], or [deliveries, None, next index, None] for deliveries built
+        already (taken back or copies)."""
+        self.waiters: list[asyncio.Future[None]] = []
+        """Fetches waiting; the thread reads it after adding to the inbox, to wake them."""
         self._unacked = 0
         self.finished = 0
         """Deliveries the thread handed over that are settled or dropped (loop-written)."""
@@ -151,19 +158,22 @@ class KafkaSubscription(Subscription):
 
     # -- called from the consumer thread via call_soon_threadsafe -------------------------
 
-    def _on_records(self, batch: tuple[list[Any], dict[Key, PartitionOffsets]]) -> None:
-        records, parts = batch
-        if self._closed:
-            self.finished += len(records)
-            return
-        self._buffer.append([records, parts, 0])
-        self._at_end = False
+    def _on_posted(self, _: object) -> None:
+        """The thread added to the inbox while a fetch waited."""
         self._wake()
 
-    def _on_end(self, _: object) -> None:
-        """(until_end) What the thread handed over so far reaches every partition's end."""
-        self._at_end = True
-        self._wake()
+    def _empty_inbox(self) -> None:
+        inbox = self.inbox
+        while inbox:
+            batch = inbox.popleft()
+            if batch is None:
+                self._at_end = True
+            elif self._closed:
+                self.finished += len(batch[0])
+            else:
+                records, parts, topic = batch
+                self._buffer.append([records, parts, 0, topic])
+                self._at_end = False
 
     def _on_joined(self, _: object) -> None:
         if not self._joined.done():
@@ -171,13 +181,14 @@ class KafkaSubscription(Subscription):
 
     def _purge(self, _: object) -> None:
         """Drops buffered records of partitions this consumer gave up."""
+        self._empty_inbox()
         kept: deque[Chunk] = deque()
-        for items, parts, pos in self._buffer:
+        for items, parts, pos, topic in self._buffer:
             live = [x for x in itertools.islice(items, pos, None)
                     if not (x.part.revoked if parts is None else _stale(x, parts))]
             self.finished += len(items) - pos - len(live)
             if live:
-                kept.append([live, parts, 0])
+                kept.append([live, parts, 0, topic])
         self._buffer = kept
 
     def _on_stopped(self, error: BaseException | None) -> None:
@@ -192,6 +203,7 @@ class KafkaSubscription(Subscription):
             self._joined.exception()  # retrieved: start() re-raises it or is gone
         if not self._stopped.done():
             self._stopped.set_result(None)
+        self._empty_inbox()  # the thread adds nothing more
         self._wake()
 
     # -- the Subscription contract ------------------------------------------------------
@@ -208,12 +220,14 @@ class KafkaSubscription(Subscription):
             room = min(max_messages, self._prefetch - self._unacked)
             if self._txn is not None:  # a batch is a transaction: as large as it may be
                 room = min(self._txn.limit, self._prefetch - self._unacked)
+            if self.inbox:
+                self._empty_inbox()
             buffer = self._buffer
             if room > 0 and buffer:
                 out: list[KafkaDelivery] = []
                 while buffer and len(out) < room:
                     chunk = buffer[0]
-                    items, parts, pos = chunk
+                    items, parts, pos, topic = chunk
                     end = min(len(items), pos + room - len(out))
                     if parts is None:
                         for d in itertools.islice(items, pos, end):
@@ -222,7 +236,7 @@ class KafkaSubscription(Subscription):
                             else:
                                 out.append(d)
                     else:
-                        self._deliveries(items, parts, pos, end, out)
+                        self._deliveries(items, parts, topic, pos, end, out)
                     if end == len(items):
                         buffer.popleft()
                     else:
@@ -238,12 +252,15 @@ class KafkaSubscription(Subscription):
             if self._at_end and not buffer:
                 return ()
             waiter = self._loop.create_future()
-            self._waiters.append(waiter)
+            self.waiters.append(waiter)
+            if self.inbox:  # added before the thread could see the waiter
+                self.waiters.remove(waiter)
+                continue
             try:
                 await waiter
             finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
 
     async def _commit_before_handing_out(self, out: list[KafkaDelivery]) -> list[KafkaDelivery]:
         """At-most-once: the group's position passes `out` before any of it is handled."""
@@ -254,22 +271,24 @@ class KafkaSubscription(Subscription):
         try:
             ok = await asyncio.shield(future)
         except asyncio.CancelledError:
-            self._buffer.appendleft([out, None, 0])  # a cancelled fetch takes nothing
+            self._buffer.appendleft([out, None, 0, None])  # a cancelled fetch takes nothing
             raise
         if not ok:
-            self._buffer.appendleft([out, None, 0])
+            self._buffer.appendleft([out, None, 0, None])
             await asyncio.sleep(0.1)
             return []
         live = [d for d in out if not d.part.revoked]
         self.finished += len(out) - len(live)
         return live
 
-    def _deliveries(self, records: list[Any], parts: dict[Key, PartitionOffsets], start: int,
-                    end: int, out: list[KafkaDelivery]) -> None:
-        """Deliveries of `records[start:end]`, appended to `out`. Their offsets join their
-        partition's pending ones here, in the order they are handed out."""
+    def _deliveries(self, records: list[Any], parts: dict[Key, PartitionOffsets],
+                    only: str | None, start: int, end: int, out: list[KafkaDelivery]) -> None:
+        """Deliveries of `records[start:end]` (all of topic `only`, if given), appended to
+        `out`. Their offsets join their partition's pending ones here, in the order they
+        are handed out."""
         # This runs for every record: objects are built without calling their classes,
-        # and what only changes between runs of one partition is looked up per run.
+        # what only changes between runs of one partition is looked up per run, and the
+        # topic (a new string per call) is asked only of batches holding retry copies.
         retry_topic = self._retry_topic
         topic = partition = None
         part: PartitionOffsets | None = None
@@ -278,7 +297,7 @@ class KafkaSubscription(Subscription):
         dropped = 0
         add = out.append
         for record in itertools.islice(records, start, end):  # never an error: the thread keeps those
-            t, p = record.topic(), record.partition()
+            t, p = only or record.topic(), record.partition()
             if p != partition or t != topic:  # records come in runs of one partition
                 topic, partition = t, p
                 part = parts.get((t, p))
@@ -320,7 +339,7 @@ class KafkaSubscription(Subscription):
         wake = poller.wake
         if poller.blocked and poller.sent - self.finished <= poller.low and not wake.is_set():
             wake.set()  # once: Event.set takes a lock and notifies every time
-        if self._waiters:
+        if self.waiters:
             self._wake()
         return True
 
@@ -353,14 +372,14 @@ class KafkaSubscription(Subscription):
             self._loop.call_later(delay, self._requeue, again)
         else:
             self._requeue(again)
-        if self._waiters:
+        if self.waiters:
             self._wake()
 
     def _requeue(self, d: KafkaDelivery) -> None:
         if self._closed:
             self.finished += 1
             return
-        self._buffer.append([[d], None, 0])
+        self._buffer.append([[d], None, 0, None])
         self._wake()
 
     async def close(self) -> None:
@@ -368,7 +387,8 @@ class KafkaSubscription(Subscription):
             await self._end_transaction()
         if not self._closed:
             self._closed = True
-            self.finished += sum(len(items) - pos for items, _, pos in self._buffer)
+            self._empty_inbox()
+            self.finished += sum(len(chunk[0]) - chunk[2] for chunk in self._buffer)
             self._buffer.clear()
             self._poller.stop()
             self._wake()
@@ -398,7 +418,7 @@ class KafkaSubscription(Subscription):
         return self._retry_publisher if self._txn is not None else None  # a JoinedPublisher
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

@@ -55,7 +55,7 @@ async def test_large_messages_are_bounded_by_buffer_bytes(
     kafka: msgkit.Broker, unique_name: str, sub_of: SubOf
 ) -> None:
     """200 kB messages with buffer_bytes=1 MB: at most 5 held, though buffer_messages
-    (1024 by default) would take all 30."""
+    (2048 by default) would take all 30."""
     gate = asyncio.Event()
     got = Collector()
 

@@ -22,11 +22,11 @@ from msgkit_kafka.local_kafka import LocalKafka
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 PARTITIONS = 3
-COMMITTED = 2000
+COMMITTED = 4000
 """Committed before the kill: more than a consumer holds in flight (its buffer), so that
 lost offsets would show as that many messages handled again."""
-SLACK = 1024 + 128
-"""What may be handled again without losing offsets: the buffer (1024) and prefetch (128)."""
+SLACK = 2048 + 128
+"""What may be handled again without losing offsets: the buffer (2048) and prefetch (128)."""
 
 
 @pytest.fixture
