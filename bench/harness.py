@@ -45,6 +45,9 @@ class Case:
     messages: int
     rounds: int = 3
     notes: str = ""
+    warm_up: bool = False
+    """Run each side once, unmeasured, before the rounds: for percentiles pooled over all
+    rounds, which one run against a cold broker (its JIT, a new group) would set alone."""
 
 
 @dataclass
@@ -134,6 +137,11 @@ class _Side:
 
 async def run_case(case: Case, url: str) -> Result:
     ours, theirs = _Side(), _Side()
+    if case.warm_up:
+        for label, fn in (("msgkit", case.msgkit), (case.baseline, case.base)):
+            if fn is not None:
+                await fn(url, case.messages)
+                _progress(f"  {case.name} warm-up {label}: done")
     for r in range(case.rounds):
         for label, fn, side in (("msgkit", case.msgkit, ours), (case.baseline, case.base, theirs)):
             if fn is None:

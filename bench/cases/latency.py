@@ -9,7 +9,9 @@ Baselines: an `asyncio.Queue` (memory), aio-pika with publisher confirms and a c
 acking each message (RabbitMQ, quorum queue as msgkit's default), confluent-kafka
 `produce` + `poll` and a `consume` loop with asynchronous commits in a thread (Kafka, the
 librdkafka settings msgkit's clients get). One warm-up message goes end to end before the
-clock starts on both sides.
+clock starts on both sides, and each side runs once unmeasured before the rounds (the
+first run against a freshly started broker had 4-5 times the p50 of the next ones, and p99
+is pooled over the rounds).
 
 On the memory backend a full garbage collection (15-20 ms, about one per run) delays the
 ~130 messages sent meanwhile, 0.7% of a run: just under p99, so p99 jumps when a run has
@@ -236,11 +238,13 @@ RATES = {"memory": 10_000, "amqp": 1_000, "kafka": 1_000}
 CASES = [
     Case(f"latency at {RATES['memory']:,}/s [memory]", "memory", "asyncio.Queue",
          _at(msgkit_latency, RATES["memory"]), _at(queue_latency, RATES["memory"]),
-         messages=20_000, notes="open-loop sends at a fixed rate; send -> handler age"),
+         messages=20_000, warm_up=True, notes="open-loop sends at a fixed rate; send -> handler age"),
     Case(f"latency at {RATES['amqp']:,}/s [rabbitmq]", "amqp", "aio-pika",
          _at(msgkit_latency, RATES["amqp"]), _at(aio_pika_latency, RATES["amqp"]),
-         messages=3_000, notes="open-loop confirmed sends, quorum queue, ack after handler"),
+         messages=3_000, warm_up=True,
+         notes="open-loop confirmed sends, quorum queue, ack after handler"),
     Case(f"latency at {RATES['kafka']:,}/s [kafka]", "kafka", "confluent-kafka",
          _at(msgkit_latency, RATES["kafka"]), _at(confluent_latency, RATES["kafka"]),
-         messages=3_000, notes="open-loop sends (acks=all), consume + commit after handler"),
+         messages=3_000, warm_up=True,
+         notes="open-loop sends (acks=all), consume + commit after handler"),
 ]
