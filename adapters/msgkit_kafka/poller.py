@@ -63,7 +63,7 @@ COMMIT_SECONDS = 0.2
 BATCH = 1000
 """Most records handed to the loop at once. Each hand-over costs both threads a GIL
 switch and the client two calls: 1000 (as many as a hand-written `consume(1000)` loop
-takes) consumed 11% faster than 500 on Apache Kafka, 2000 no faster again."""
+takes) consumed 11% faster than 500 on Apache Kafka; 2000 was within the noise."""
 SETTLE_SECONDS = 5.0
 PAUSE_AFTER = 0.5
 """A full buffer first only stops taking records (librdkafka's bounded prefetch queue
