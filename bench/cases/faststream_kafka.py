@@ -127,8 +127,10 @@ CASES = [
     Case("kafka awaited single sends vs FastStream, linger.ms=0 both", "kafka", "faststream",
          lambda url, n: msgkit_awaited_sends(url, n, **{"linger.ms": 0}),
          faststream_awaited_sends, messages=1_000, notes="one send at a time, acks=all"),
-    # 5,000: FastStream commits after each message (about 200 msg/s here), so
-    # 20,000 took 6 of the Kafka bench's 14 minutes.
+    # 5,000: with 20,000, FastStream's consumer outlived the test broker's 3 s session
+    # timeout (its commits held back its heartbeats), rejoined over and over at 171-213
+    # msg/s and took 6 of the Kafka bench's 14 minutes; 5,000 finish before that
+    # (1,749-3,578 msg/s on 2026-12-07).
     Case("kafka consume and commit vs FastStream", "kafka", "faststream",
          msgkit_consume, faststream_consume, messages=5_000,
          notes="3 partitions, commit after handler; timed first to last message"),
