@@ -7,11 +7,11 @@ rebalance callbacks. Records go to the event loop in batches as the client retur
 out, so this thread holds the GIL for as little as it can.
 
 - Backpressure: when `sent - finished` (records handed to the loop and not finished)
-  reaches the buffer limit, no more records are taken until the loop drained half of
-  them; if that takes longer than PAUSE_AFTER, every assigned partition is paused (and
-  resumed once drained). Memory stays bounded: our buffer by `buffer_messages` and
-  `buffer_bytes` (the record limit shrinks to what fits at the recent average size),
-  librdkafka's by `queued.max.messages.kbytes`.
+  reaches the buffer limit (or leaves room for less than half a batch), no more records
+  are taken until the loop drained half of them; if that takes longer than PAUSE_AFTER,
+  every assigned partition is paused (and resumed once drained). Memory stays bounded:
+  our buffer by `buffer_messages` and `buffer_bytes` (the record limit shrinks to what
+  fits at the recent average size), librdkafka's by `queued.max.messages.kbytes`.
 - Retry topic: a copy whose due time has not come is held here with the rest of its
   partition, which is paused until then (the main topic flows on; nothing busy-loops).
 - Rebalance: before partitions are given up, the finished part of their work is committed;
@@ -641,7 +641,7 @@ def _no_leader_yet(exc: BaseException) -> bool:
 def _least_take(low: int) -> int:
     """The fewest records worth handing over while the loop is busy: a hand-over costs
     both threads a GIL switch, and topping up the buffer a few records at a time made a
-    third of the hand-overs tiny."""
+    quarter of the hand-overs smaller than 100 records."""
     return max(1, min(BATCH, low) // 2)
 
 

@@ -162,19 +162,6 @@ class KafkaSubscription(Subscription):
         """The thread added to the inbox while a fetch waited."""
         self._wake()
 
-    def _empty_inbox(self) -> None:
-        inbox = self.inbox
-        while inbox:
-            batch = inbox.popleft()
-            if batch is None:
-                self._at_end = True
-            elif self._closed:
-                self.finished += len(batch[0])
-            else:
-                records, parts, topic = batch
-                self._buffer.append([records, parts, 0, topic])
-                self._at_end = False
-
     def _on_joined(self, _: object) -> None:
         if not self._joined.done():
             self._joined.set_result(None)
@@ -205,6 +192,20 @@ class KafkaSubscription(Subscription):
             self._stopped.set_result(None)
         self._empty_inbox()  # the thread adds nothing more
         self._wake()
+
+    def _empty_inbox(self) -> None:
+        """(event loop) Moves what the thread handed over into the buffer, in order."""
+        inbox = self.inbox
+        while inbox:
+            batch = inbox.popleft()
+            if batch is None:
+                self._at_end = True
+            elif self._closed:
+                self.finished += len(batch[0])
+            else:
+                records, parts, topic = batch
+                self._buffer.append([records, parts, 0, topic])
+                self._at_end = False
 
     # -- the Subscription contract ------------------------------------------------------
 
