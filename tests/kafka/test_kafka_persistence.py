@@ -15,18 +15,20 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient
 
 import msgkit
+from msgkit.consumer import DEFAULT_PREFETCH
 from msgkit.errors import BrokerUnavailableError
 from msgkit.testing import eventually
 from msgkit.testing.brokers import unavailable
 from msgkit_kafka.local_kafka import LocalKafka
+from msgkit_kafka.poller import BATCH
 from msgkit_kafka.testing import LOCAL_QUERY, with_query
 
 PARTITIONS = 3
-COMMITTED = 4000
+COMMITTED = 4000  # well above SLACK: lost offsets would show
 """Committed before the kill: more than a consumer holds in flight (its buffer), so that
 lost offsets would show as that many messages handled again."""
-SLACK = 2048 + 128
-"""What may be handled again without losing offsets: the buffer (2048) and prefetch (128)."""
+SLACK = 2 * BATCH + DEFAULT_PREFETCH
+"""What may be handled again without losing offsets: the default buffer and prefetch."""
 
 
 @pytest.fixture
