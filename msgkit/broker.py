@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -97,13 +98,14 @@ class Broker:
             log.info("connected to %s", self.url)
         return self
 
-    async def close(self) -> None:
-        """Stop consumers gracefully, close producers, then the connection."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop consumers gracefully (together; handlers still running after `timeout`
+        seconds, default the `stop_timeout` setting, are cancelled: see `Consumer.stop`),
+        close producers, then the connection."""
         if self._closed:
             return
         self._closed = True
-        for consumer in list(self._consumers):
-            await consumer.stop()
+        await asyncio.gather(*(consumer.stop(timeout) for consumer in list(self._consumers)))
         for producer in self._producers:
             await producer.close()
         await self.backend.close()
@@ -236,11 +238,12 @@ class Broker:
         """Start every `@subscriber` handler and run until a consumer stops or fails, the
         task is cancelled, or the process gets SIGTERM or SIGINT (as a container is told to
         stop, or Ctrl-C); then stop them gracefully (handlers running finish and are
-        acknowledged) and close the broker. A consumer's failure is raised. `msgkit run`
-        runs the same, with health checks and a drain timeout (`msgkit.worker`)."""
+        acknowledged; the `stop_timeout` setting bounds the wait) and close the broker. A
+        consumer's failure is raised. `msgkit run` runs the same, with health checks
+        (`msgkit.worker`)."""
         from msgkit.worker import Worker  # it runs brokers: imported when one is served
 
-        worker = Worker(self, drain_timeout=None)
+        worker = Worker(self)
         await worker.run()
         if worker.error is not None:
             raise worker.error

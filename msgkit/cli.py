@@ -238,8 +238,9 @@ def run_worker(
     port: Annotated[int | None, typer.Option(
         "--port", help="Serve /healthz, /readyz and /metrics on this port (0: any free one).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
-    drain_timeout: Annotated[float, typer.Option(
-        "--drain-timeout", help="Seconds in-flight messages may take to finish on SIGTERM.")] = 30.0,
+    drain_timeout: Annotated[float | None, typer.Option(
+        "--drain-timeout", min=0, help="Seconds in-flight messages may take to finish on SIGTERM; "
+        "then their handlers are cancelled. Default: MSGKIT_STOP_TIMEOUT, else 30.")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
 ) -> None:
     """Run a service's consumers until SIGTERM or SIGINT, then drain and exit (0: stopped

@@ -1,9 +1,10 @@
 """`Consumer`: subscribes, runs the handler on each delivery, and settles it by the guarantee.
 
 The path of one message: `Subscription.fetch` (backend) -> `Dispatcher` (concurrency, key
-order) -> `Consumer._process` (guarantee: ack before or after the handler; for the usual
-consumer the dispatcher does that itself: `dispatch.Plain`) -> handler -> `Delivery.ack`,
-or `FailurePolicy.handle` (redeliver / dead-letter) when it raised.
+order; `msgkit.serial.Serial` when `concurrency=1`) -> `Consumer._process` (guarantee: ack
+before or after the handler; for the usual consumer the dispatcher does that itself:
+`dispatch.Plain`) -> handler -> `Delivery.ack`, or `FailurePolicy.handle` (redeliver /
+dead-letter) when it raised.
 Under EXACTLY_ONCE the handler's sends wait in a pending list (`msgkit.pending`) and are published
 after it returned, before the ack; on a backend with transactions they, the dead letters and
 the acks commit together. A batch consumer (`batch=`) runs `msgkit.batch.BatchRunner` in
@@ -13,6 +14,7 @@ place of the dispatcher and `_process`.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ from msgkit.instrument import Source, observed_handling, observed_publish, repor
 from msgkit.logs import get_logger
 from msgkit.message import Headers, Message, Outgoing
 from msgkit.pending import OUTBOX
+from msgkit.serial import Serial
 
 if TYPE_CHECKING:
     from msgkit.broker import Broker
@@ -46,6 +49,9 @@ TRANSACTION_PREFETCH = 512
 """Default prefetch of an exactly-once consumer on a backend with transactions: a batch is
 one transaction, and each commit costs broker round trips (32 per batch ran at a fifth of
 at-least-once speed on Kafka, 500 at nine tenths)."""
+
+CANCEL_GRACE = 5.0
+"""Seconds a stop past its timeout waits for cancelled handlers to end (their cleanup)."""
 
 DLQ_GROUP = "dlq"
 """The group every dead-letter topic keeps messages for (so they wait until inspected)."""
@@ -107,6 +113,11 @@ class Consumer:
         self._subscription: Subscription | None = None
         self._dispatcher: Runner | None = None
         self._task: asyncio.Task[None] | None = None
+        """Runs the consumer: awaits `_runner`, then closes the subscription."""
+        self._runner: asyncio.Task[None] | None = None
+        """Fetches and handles; what a stop past its timeout cancels."""
+        self._abandoned = False
+        """A handler ignored the cancellation of a stop past its timeout."""
         self._producer: Producer | None = None
         self._dead_letters: Producer | None = None
         self._observing = bool(broker.instruments)
@@ -140,12 +151,14 @@ class Consumer:
             self._source = Source(self.topic, self.group, backend.system, backend.span_attributes)
             plain = (Plain(bound, self._recover, self._ack)
                      if self._plain and not instruments else None)
-            self._dispatcher = Dispatcher(
-                self._subscription, self._observed if instruments else self._process,
-                concurrency=self.concurrency,
-                prefetch=self.prefetch,
-                release_on_stop=not self._ack_first and self._transaction is None,
-                plain=plain)
+            process = self._observed if instruments else self._process
+            release_on_stop = not self._ack_first and self._transaction is None
+            self._dispatcher = (
+                Serial(self._subscription, process, prefetch=self.prefetch,
+                       release_on_stop=release_on_stop, plain=plain)
+                if self.concurrency == 1 else
+                Dispatcher(self._subscription, process, concurrency=self.concurrency,
+                           prefetch=self.prefetch, release_on_stop=release_on_stop, plain=plain))
         else:
             backend = self._broker.backend
             source = Source(self.topic, self.group, backend.system, backend.span_attributes)
@@ -154,7 +167,12 @@ class Consumer:
                 ack_first=self._ack_first, failure=self.failure, failed=self._failed,
                 observing=(self._broker.instruments, source) if self._observing else None,
             )
+        # Its own task, so a stop past its timeout can cancel it and not `_serve`'s closing;
+        # it ends with `_task` also when that was cancelled before it began to await it.
+        self._runner = runner = asyncio.create_task(
+            self._dispatcher.run(), name=f"msgkit-handlers-{self.topic}")
         self._task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
+        self._task.add_done_callback(lambda _: runner.cancel())
         self._broker._consumers.add(self)
         for instrument in self._broker.instruments:
             instrument.watch(self)
@@ -170,22 +188,42 @@ class Consumer:
         if self._task is not None:
             await self._task
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
         """Take no new messages, finish and acknowledge the in-flight ones, leave the group.
 
         Messages fetched but not started go back to the group (under at-most-once, and in a
-        broker transaction, they are handled first)."""
+        broker transaction, they are handled first). Handlers still running after `timeout`
+        seconds (default: the `stop_timeout` setting, 30) are cancelled, so a hanging handler
+        cannot hang the stop: their messages go back to the broker (under at-most-once they
+        were acknowledged when fetched: lost). A handler that ignores the cancellation for
+        `CANCEL_GRACE` seconds is left running and an error logged."""
         if self._dispatcher is not None:
             self._dispatcher.stop()
-        if self._task is not None:
-            try:
-                await asyncio.shield(self._task)
-            except asyncio.CancelledError:
-                if self._task.cancelled():
-                    return
-                raise
-            except Exception:
-                log.exception("consumer of %r ended with an error", self.topic)
+        task, runner = self._task, self._runner
+        if task is None or runner is None or self._abandoned:
+            return
+        limit = self._broker.settings.stop_timeout if timeout is None else timeout
+        done, _ = await asyncio.wait([runner], timeout=None if math.isinf(limit) else limit)
+        if not done:
+            if not runner.cancelling():  # a stop beside this one may have cut already
+                if self.in_flight:
+                    log.warning("consumer of %r: %d message(s) still in flight after %gs; "
+                                "cancelling their handlers", self.topic, self.in_flight, limit)
+                runner.cancel()
+            done, _ = await asyncio.wait([runner], timeout=CANCEL_GRACE)
+            if not done:
+                self._abandoned = True
+                log.error("consumer of %r: a handler ignored cancellation for %gs; the "
+                          "consumer is left running", self.topic, CANCEL_GRACE)
+                return
+        try:
+            await asyncio.shield(task)  # closing the subscription: not cut off
+        except asyncio.CancelledError:
+            if task.cancelled():
+                return
+            raise
+        except Exception:
+            log.exception("consumer of %r ended with an error", self.topic)
 
     @property
     def running(self) -> bool:
@@ -220,9 +258,14 @@ class Consumer:
         }
 
     async def _serve(self) -> None:
-        assert self._dispatcher is not None and self._subscription is not None
+        assert self._runner is not None and self._subscription is not None
         try:
-            await self._dispatcher.run()
+            await self._runner
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside (a hard stop)
+            # else a stop past its timeout cancelled the handlers: the consumer ended as asked
         finally:
             self._broker._consumers.discard(self)
             for instrument in self._broker.instruments:
@@ -261,7 +304,9 @@ class Consumer:
             await self._handle(msg, outbox)
             if outbox and not delivery.stale:  # a stale one is redone: its output with it
                 await self._publish_outbox(outbox)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # stopped hard: its redelivery need not wait for the lease
+            if claim is not None:
+                await self._release(claim, msg)
             raise
         except Exception as exc:
             if self._observing:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     """Default number of messages a consumer handles at once."""
     max_attempts: int = Field(default=5, ge=1)
     """Deliveries of one message before it is dead-lettered."""
+    stop_timeout: float = Field(default=30.0, gt=0)
+    """Seconds `Consumer.stop()` and `Broker.close()` give the handlers running to finish;
+    then they are cancelled and their messages go back to the broker. `inf`: no limit."""
     dedup_url: str | None = Field(default=None, repr=False)
     """Idempotency store for `msgkit.dedup.Dedup.from_settings()` (memory, sqlite, redis, postgresql)."""
 

@@ -3,8 +3,8 @@
 The attribute is a `Broker` whose handlers were registered with `@broker.subscriber`, or a
 function returning one. The worker starts them, answers `/healthz`, `/readyz` and `/metrics`
 on `--port`, and on SIGTERM or SIGINT drains: it takes no new messages, lets the ones in
-flight finish within `--drain-timeout` and be acknowledged (those cut off go back to the
-broker), closes the broker and exits.
+flight finish within `--drain-timeout` and be acknowledged (then the handlers still
+running are cancelled: their messages go back to the broker), closes the broker and exits.
 
 Exit codes, for supervisors: 0 stopped as asked; 1 a consumer or the broker failed (e.g. a
 lost connection past its wait, a refused login): restart it; 2 the target cannot be loaded.
@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 
 from msgkit.broker import Broker
-from msgkit.errors import ConfigurationError
+from msgkit.errors import ConfigurationError, MsgkitError
 from msgkit.health import HealthServer
 from msgkit.logs import get_logger
 
@@ -60,10 +61,11 @@ class Worker:
     """Runs `broker`'s subscribers until told to stop; `ready` is what `/readyz` says."""
 
     def __init__(self, broker: Broker, *, port: int | None = None,
-                 drain_timeout: float | None = 30.0) -> None:
+                 drain_timeout: float | None = None) -> None:
         self.broker = broker
         self.drain_timeout = drain_timeout
-        """Seconds the messages in flight may take on stop; None: as long as they take."""
+        """Seconds the messages in flight may take on stop (then their handlers are
+        cancelled); None: the broker's `stop_timeout` setting."""
         self.error: BaseException | None = None
         """What ended the run when it failed (a consumer's error, a refused start)."""
         self.subscribed = False
@@ -124,7 +126,16 @@ class Worker:
                     await broker.close()
                 if self.health is not None:
                     await self.health.close()
+        if self.stuck:
+            self.error = MsgkitError(
+                f"handlers of {', '.join(self.stuck)} ignored cancellation and still run")
+            code = FAILED
         return code
+
+    @property
+    def stuck(self) -> list[str]:
+        """Topics whose consumer a stop left running: a handler ignored its cancellation."""
+        return [consumer.topic for consumer, _ in self.broker._subscribers if consumer.running]
 
     async def _started(self) -> bool:
         """Connects and subscribes; False when a signal came first (a broker that cannot
@@ -147,13 +158,8 @@ class Worker:
         return True
 
     async def _drain(self) -> None:
-        stops = asyncio.gather(*(consumer.stop() for consumer, _ in self.broker._subscribers))
-        try:
-            await asyncio.wait_for(stops, self.drain_timeout)
-        except TimeoutError:
-            log.warning("messages still in flight after the drain timeout (%.0fs) go back to "
-                        "the broker", self.drain_timeout or 0)
-            self._cancel_consumers()
+        await asyncio.gather(*(consumer.stop(self.drain_timeout)
+                               for consumer, _ in self.broker._subscribers))
 
 
 @contextlib.contextmanager
@@ -173,7 +179,7 @@ def _on_signals(callback: Callable[[], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-def run(target: str, *, port: int | None, drain_timeout: float) -> int:
+def run(target: str, *, port: int | None, drain_timeout: float | None) -> int:
     """Loads `target` and runs it in this process; returns the exit code."""
     try:
         broker = load(target)
@@ -181,13 +187,17 @@ def run(target: str, *, port: int | None, drain_timeout: float) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return UNLOADABLE
     worker = Worker(broker, port=port, drain_timeout=drain_timeout)
-    code = asyncio.run(worker.run())
-    if worker.error is not None:
-        log.error("the worker failed: %s", worker.error, exc_info=worker.error)
+    with asyncio.Runner() as runner:
+        code = runner.run(worker.run())
+        if worker.error is not None:
+            log.error("the worker failed: %s", worker.error, exc_info=worker.error)
+        if worker.stuck:  # closing the loop would wait for those handlers forever
+            logging.shutdown()
+            os._exit(code)
     return code
 
 
-def supervise(target: str, *, workers: int, port: int | None, drain_timeout: float,
+def supervise(target: str, *, workers: int, port: int | None, drain_timeout: float | None,
               log_format: str) -> int:
     """Runs `workers` worker processes (ports `port`, `port`+1, ...) and passes SIGTERM and
     SIGINT on to them. When one fails, the others are stopped and its code returned, so the
@@ -206,7 +216,9 @@ def supervise(target: str, *, workers: int, port: int | None, drain_timeout: flo
     try:
         for n in range(workers):
             command = [sys.executable, "-m", "msgkit.cli", "run", target, "--workers", "1",
-                       "--drain-timeout", str(drain_timeout), "--log-format", log_format]
+                       "--log-format", log_format]
+            if drain_timeout is not None:
+                command += ["--drain-timeout", str(drain_timeout)]
             if port is not None:
                 command += ["--port", str(port + n if port else 0)]
             children.append(subprocess.Popen(command))

@@ -140,6 +140,35 @@ class Handing(Scripted):
         return batch  # type: ignore[return-value]
 
 
+class FailingEveryThird:
+    """The parts of a `Plain` path whose handler fails every third message; records what
+    was handled and what was recovered (with the error's text)."""
+
+    def __init__(self) -> None:
+        self.handled: list[int] = []
+        self.recovered: list[tuple[int, str]] = []
+
+    async def handler(self, msg: Message) -> None:
+        await asyncio.sleep(0)
+        if int(msg.value) % 3 == 2:
+            raise ValueError(f"bad {int(msg.value)}")
+        self.handled.append(int(msg.value))
+
+    async def recover(self, d: Delivery, raised: BaseException) -> None:
+        self.recovered.append((int(d.message.value), str(raised)))
+
+    @staticmethod
+    async def ack(d: Delivery) -> None:
+        await d.ack()
+
+    def plain(self) -> Plain:
+        return Plain(self.handler, self.recover, self.ack)
+
+
+async def plain_only(d: Delivery) -> None:
+    raise AssertionError("the plain path handles deliveries itself")
+
+
 @pytest.mark.parametrize("concurrency", [1, 3])
 @pytest.mark.parametrize("nowait", [True, False])
 async def test_the_plain_path_acks_each_handled_delivery_and_recovers_failed_ones(
@@ -147,26 +176,10 @@ async def test_the_plain_path_acks_each_handled_delivery_and_recovers_failed_one
 ) -> None:
     subscription = Handing([Message("t", str(n).encode(), key=f"k{n % 2}") for n in range(12)],
                            nowait)
-    handled: list[int] = []
-    recovered: list[tuple[int, str]] = []
-
-    async def handler(msg: Message) -> None:
-        await asyncio.sleep(0)
-        if int(msg.value) % 3 == 2:
-            raise ValueError(f"bad {int(msg.value)}")
-        handled.append(int(msg.value))
-
-    async def recover(d: Delivery, raised: BaseException) -> None:
-        recovered.append((int(d.message.value), str(raised)))
-
-    async def ack(d: Delivery) -> None:
-        await d.ack()
-
-    async def unused(d: Delivery) -> None:
-        raise AssertionError("the plain path handles deliveries itself")
-
-    dispatcher = Dispatcher(subscription, unused, concurrency=concurrency, prefetch=4,
-                            plain=Plain(handler, recover, ack))
+    plain = FailingEveryThird()
+    handled, recovered = plain.handled, plain.recovered
+    dispatcher = Dispatcher(subscription, plain_only, concurrency=concurrency, prefetch=4,
+                            plain=plain.plain())
     task = asyncio.create_task(dispatcher.run())
     await eventually(lambda: len(handled) + len(recovered) == 12)
     dispatcher.stop()

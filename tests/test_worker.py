@@ -5,6 +5,7 @@ brokers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,10 +40,19 @@ async def status(port: int, path: str) -> int | None:
     return (await asyncio.to_thread(get, port, path))[0]
 
 
-def start_worker(env: dict[str, str], port: int, *options: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "msgkit.cli", "run",
-                             "examples.payments_service:broker", "--port", str(port), *options],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def start_worker(env: dict[str, str], port: int, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`msgkit run` in a session of its own (so its worker processes can be killed with it),
+    writing to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "msgkit.cli", "run",
+                                 "examples.payments_service:broker", "--port", str(port), *options],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_all(worker: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
 
 
 async def until_status(port: int, path: str, want: int) -> None:
@@ -81,7 +91,8 @@ async def test_sigterm_mid_burst_loses_nothing_and_exits_0(
     ledger, port = tmp_path / "ledger", free_port()
     env = {**os.environ, "MSGKIT_URL": url, "PAYMENTS_TOPIC": unique_name,
            "PAYMENTS_LEDGER": str(ledger), "PAYMENTS_WORK_SECONDS": "0.3"}
-    worker = start_worker(env, port)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, port, log)
     try:
         await until_status(port, "/readyz", 200)
         async with msgkit.connect(url) as broker:
@@ -100,7 +111,7 @@ async def test_sigterm_mid_burst_loses_nothing_and_exits_0(
             while worker.poll() is None and time.monotonic() < deadline:
                 answers.append(await status(port, "/readyz"))
                 await asyncio.sleep(0.02)
-            assert worker.wait(WAIT) == 0, worker.stdout.read().decode()  # type: ignore[union-attr]
+            assert worker.wait(WAIT) == 0, log.read_text()
             assert 503 in answers, answers  # not ready while draining
             # What the worker did not charge is still with the broker: another charges it.
             rest = Collector()
@@ -112,23 +123,24 @@ async def test_sigterm_mid_burst_loses_nothing_and_exits_0(
         print(f"\n    {backend}: {len(charged())} charged before SIGTERM's drain ended, "
               f"{len(rest.ids)} after; 200 sent")
     finally:
-        if worker.poll() is None:
-            worker.kill()
+        kill_all(worker)
 
 
 async def test_workers_run_as_processes_of_their_own_and_stop_together(
     amqp_url: str, unique_name: str, tmp_path: Path,
 ) -> None:
-    port = free_port()
+    port, log = free_port(span=2), tmp_path / "worker.log"
     env = {**os.environ, "MSGKIT_URL": amqp_url, "PAYMENTS_TOPIC": unique_name,
            "PAYMENTS_LEDGER": str(tmp_path / "ledger")}
-    parent = start_worker(env, port, "--workers", "2")
+    parent = start_worker(env, port, log, "--workers", "2")
     try:
-        await until_status(port, "/readyz", 200)
-        await until_status(port + 1, "/readyz", 200)
+        try:
+            await until_status(port, "/readyz", 200)
+            await until_status(port + 1, "/readyz", 200)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the workers wrote:\n{log.read_text()}") from None
         parent.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(parent.wait, WAIT) == 0
+        assert await asyncio.to_thread(parent.wait, WAIT) == 0, log.read_text()
         assert await status(port, "/healthz") is None and await status(port + 1, "/healthz") is None
     finally:
-        if parent.poll() is None:
-            parent.kill()
+        kill_all(parent)

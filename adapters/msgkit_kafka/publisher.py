@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from multidict import MultiDict
 
 from msgkit.backend import Publisher
+from msgkit.encoded import Encoded
 from msgkit.errors import AuthorizationError, ConfigurationError, PublishError, SerializationError
 from msgkit.guarantee import Guarantee
 from msgkit.logs import get_logger
@@ -210,6 +211,27 @@ def _set(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
+def _refused(exc: KafkaException | TypeError, topic: str, batch: _Batch | None,
+             unsent: int) -> SerializationError | PublishError:
+    """What `produce` raising means to the caller; the `unsent` rest of the batch will
+    never be reported, so it is counted off (else its future never resolves)."""
+    if batch is not None:
+        batch.future.add_done_callback(_retrieve)
+        batch.unsent(unsent)
+    if isinstance(exc, TypeError):
+        return SerializationError(
+            f"Kafka cannot carry a message for {topic!r}: {exc}; Kafka keys and "
+            "header values are str, bytes or None")
+    err = exc.args[0] if exc.args else None
+    reason = err.str() if isinstance(err, KafkaError) else str(exc)
+    return PublishError(
+        f"Kafka refused a message for {topic!r}: "
+        f"{explained(err) if isinstance(err, KafkaError) else reason}",
+        reason=reason,
+        permanent=isinstance(err, KafkaError) and err.code() in PERMANENT_CODES,
+    )
+
+
 class KafkaPublisher(Publisher):
     def __init__(self, native: NativeProducer, topics: Topics, close_timeout: float,
                  renew: Callable[[], NativeProducer] | None = None) -> None:
@@ -225,29 +247,26 @@ class KafkaPublisher(Publisher):
             return  # nothing will be reported: the batch would never resolve
         if self._native.fatal and self._renew is not None:
             self._native = self._renew()  # the failed messages raised; these go anew
-        native = self._native
-        produce = native.producer.produce
-        known = self._topics.known
-        if self._confirm:
-            batch = _Batch(len(messages), asyncio.get_running_loop())
-            report = batch.report
+        batch = _Batch(len(messages), asyncio.get_running_loop()) if self._confirm else None
+        report = batch.report if batch is not None else _report_unconfirmed
+        if type(messages) is Encoded:
+            await self._produce_columns(messages, batch, report)
         else:
-            report = _report_unconfirmed
-        # Per message only what differs: a batch from `send_many` shares its topic and
-        # timestamp, so both are checked/converted once (identity tests are cheap).
-        last_topic: str | None = None
-        last_stamp: float | None = None
-        millis = 0
-        # Iterated, not sliced: a message read from an `Encoded` batch is built here and
-        # gone once produced (see msgkit.encoded).
-        for i, (topic, value, key, headers, _, stamp, _) in enumerate(messages):
-            if topic is not last_topic:
-                if topic not in known:
-                    await self._ensure(messages, i, batch if self._confirm else None)
-                last_topic = topic
-            if stamp is not last_stamp:
-                millis = int(stamp * 1000)
-                last_stamp = stamp
+            await self._produce_each(messages, batch, report)
+        await asyncio.sleep(0)
+        if batch is not None:
+            await batch.future
+
+    async def _produce_columns(self, messages: Encoded, batch: _Batch | None, report: Any) -> None:
+        """A `send_many` batch, read straight from its columns: one topic and send time, and
+        no message tuple built per record (without the broker, 0.3 of 0.85 us per message)."""
+        topic = messages.topic
+        if topic not in self._topics.known:
+            await self._ensure(messages, 0, batch)
+        produce = self._native.producer.produce
+        millis = int(messages.timestamp * 1000)
+        columns = zip(messages.payloads, messages.keys, messages.headers, strict=True)
+        for i, (value, key, headers) in enumerate(columns):
             # A multi-mapping (repeated names) goes as its list of pairs, in order.
             wire: Any = headers if type(headers) is dict else list(headers.items())
             try:
@@ -256,27 +275,40 @@ class KafkaPublisher(Publisher):
                 except BufferError:  # local queue full: wait for deliveries, never drop
                     await self._produce_when_room(topic, value, key, report, millis, wire)
             except (KafkaException, TypeError) as exc:
-                if self._confirm:
-                    batch.future.add_done_callback(_retrieve)
-                    batch.unsent(len(messages) - i)
-                if isinstance(exc, TypeError):
-                    raise SerializationError(
-                        f"Kafka cannot carry a message for {topic!r}: {exc}; Kafka keys and "
-                        "header values are str, bytes or None"
-                    ) from exc
-                err = exc.args[0] if exc.args else None
-                reason = err.str() if isinstance(err, KafkaError) else str(exc)
-                raise PublishError(
-                    f"Kafka refused a message for {topic!r}: "
-                    f"{explained(err) if isinstance(err, KafkaError) else reason}",
-                    reason=reason,
-                    permanent=isinstance(err, KafkaError) and err.code() in PERMANENT_CODES,
-                ) from exc
+                raise _refused(exc, topic, batch, len(messages) - i) from exc
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        if self._confirm:
-            await batch.future
+
+    async def _produce_each(self, messages: Sequence[Outgoing], batch: _Batch | None,
+                            report: Any) -> None:
+        """Any other sequence of messages (relay rows, replays): the loop of
+        `_produce_columns` per message, inlined in both (a shared helper would cost a call
+        per message)."""
+        produce = self._native.producer.produce
+        known = self._topics.known
+        # Per message only what differs: messages to one topic at one time are checked and
+        # converted once (identity tests are cheap).
+        last_topic: str | None = None
+        last_stamp: float | None = None
+        millis = 0
+        for i, (topic, value, key, headers, _, stamp, _) in enumerate(messages):
+            if topic is not last_topic:
+                if topic not in known:
+                    await self._ensure(messages, i, batch)
+                last_topic = topic
+            if stamp is not last_stamp:
+                millis = int(stamp * 1000)
+                last_stamp = stamp
+            wire: Any = headers if type(headers) is dict else list(headers.items())
+            try:
+                try:
+                    produce(topic, value, key, ANY_PARTITION, report, None, millis, wire)
+                except BufferError:
+                    await self._produce_when_room(topic, value, key, report, millis, wire)
+            except (KafkaException, TypeError) as exc:
+                raise _refused(exc, topic, batch, len(messages) - i) from exc
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
 
     async def _ensure(self, messages: Sequence[Outgoing], i: int, batch: _Batch | None) -> None:
         """Creates the topics of `messages[i:]` that are new (before any of them is sent)."""

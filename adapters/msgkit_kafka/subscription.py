@@ -38,8 +38,9 @@ from msgkit_kafka.wire import (
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
+    KafkaMessage,
     first_stored,
-    new_message,
+    set_native,
     to_message,
 )
 
@@ -63,7 +64,20 @@ class KafkaDelivery(Delivery):
         self._sub.settle(self)
 
     def ack_nowait(self) -> bool:
-        self._sub.settle(self)
+        # `_sub.settle(self)`, inline for the usual case (once per message): the offset
+        # finishes in order, the thread is not blocked, nothing waits.
+        sub = self._sub
+        part = self.part
+        pending = part.pending
+        if (self.settled or sub._txn is not None or sub.waiters or sub._poller.blocked
+                or not pending or pending[0] != self.offset or part.finished or part.revoked):
+            sub.settle(self)
+            return True
+        self.settled = True
+        sub._unacked -= 1
+        sub.finished += 1
+        pending.popleft()
+        part.position = self.offset + 1
         return True
 
     async def redeliver(self, *, delay: float = 0.0, headers: Headers) -> None:
@@ -286,23 +300,38 @@ class KafkaSubscription(Subscription):
                     only: str | None, start: int, end: int, out: list[KafkaDelivery]) -> None:
         """Deliveries of `records[start:end]` (all of topic `only`, if given), appended to
         `out`. Their offsets join their partition's pending ones here, in the order they
-        are handed out."""
-        # This runs for every record: objects are built without calling their classes,
-        # what only changes between runs of one partition is looked up per run, and the
-        # topic (a new string per call) is asked only of batches holding retry copies.
+        are handed out. A record of a partition given up since it was fetched is dropped."""
+        if only is not None and only != self._retry_topic:
+            self._fresh_deliveries(records, parts, only, start, end, out)
+            return
+        # A batch that may hold retry copies (rare): each record on its own.
         retry_topic = self._retry_topic
-        topic = partition = None
+        for record in itertools.islice(records, start, end):  # never an error: the thread keeps those
+            topic = record.topic()
+            part = parts.get((topic, record.partition()))
+            if part is None or part.revoked:
+                self.finished += 1
+                continue
+            offset = record.offset()
+            part.pending.append(offset)
+            out.append(KafkaDelivery(to_message(record, topic == retry_topic), self, part, offset))
+
+    def _fresh_deliveries(self, records: list[Any], parts: dict[Key, PartitionOffsets],
+                          topic: str, start: int, end: int, out: list[KafkaDelivery]) -> None:
+        """`_deliveries` of records all read from `topic` itself, the usual case."""
+        # This runs for every record: objects are built without calling their classes,
+        # and what only changes between runs of one partition is looked up per run.
+        partition = None
         part: PartitionOffsets | None = None
         note_pending = None
-        retried = live = False
+        live = False
         dropped = 0
         add = out.append
-        for record in itertools.islice(records, start, end):  # never an error: the thread keeps those
-            t, p = only or record.topic(), record.partition()
-            if p != partition or t != topic:  # records come in runs of one partition
-                topic, partition = t, p
-                part = parts.get((t, p))
-                retried = t == retry_topic
+        for record in itertools.islice(records, start, end):
+            p = record.partition()
+            if p != partition:  # records come in runs of one partition
+                partition = p
+                part = parts.get((topic, p))
                 live = part is not None and not part.revoked
                 if part is not None:
                     note_pending = part.pending.append
@@ -311,8 +340,10 @@ class KafkaSubscription(Subscription):
                 continue
             offset = record.offset()
             note_pending(offset)  # type: ignore[misc]
+            msg = _new(KafkaMessage)
+            set_native(msg, record)  # new_message(record), inline
             d = _new(KafkaDelivery)
-            d.message = to_message(record, True) if retried else new_message(record)
+            d.message = msg
             d._sub = self
             d.part = part  # type: ignore[assignment]
             d.offset = offset
@@ -327,19 +358,14 @@ class KafkaSubscription(Subscription):
         d.settled = True
         self._unacked -= 1
         self.finished += 1
-        part = d.part
-        pending = part.pending
-        if pending and pending[0] == d.offset and not part.finished and not part.revoked:
-            pending.popleft()  # finished in order, the usual case: what finish() does, inline
-            part.position = d.offset + 1
-        else:
-            part.finish(d.offset)
+        d.part.finish(d.offset)
         if self._txn is not None:
             self._txn.settled()
         poller = self._poller
-        wake = poller.wake
-        if poller.blocked and poller.sent - self.finished <= poller.low and not wake.is_set():
-            wake.set()  # once: Event.set takes a lock and notifies every time
+        if poller.blocked and poller.sent - self.finished <= poller.low:
+            wake = poller.wake
+            if not wake.is_set():
+                wake.set()  # once: Event.set takes a lock and notifies every time
         if self.waiters:
             self._wake()
         return True

@@ -78,7 +78,7 @@ def to_message(record: Any, retried: bool) -> Message:
 def new_message(record: Any) -> Message:
     """The message of a record read from its own topic (not a retry copy)."""
     msg = _new(KafkaMessage)
-    _NATIVE(msg, record)  # the rest is read from the record when used
+    set_native(msg, record)  # the rest is read from the record when used
     return msg
 
 
@@ -184,7 +184,8 @@ def _coordinates(record: Any) -> str:
 
 _new = object.__new__
 _slot = Message.__dict__.__getitem__
-_HEADERS, _TIMESTAMP, _NATIVE = (_slot(name).__set__ for name in ("headers", "timestamp", "native"))
+_HEADERS, _TIMESTAMP, set_native = (
+    _slot(name).__set__ for name in ("headers", "timestamp", "native"))
 _GET_HEADERS, _GET_TIMESTAMP = (_slot(name).__get__ for name in ("headers", "timestamp"))
 _FIELDS = tuple(f.name for f in fields(Message))
 _COMPARED = tuple(f.name for f in fields(Message) if f.compare)

@@ -86,17 +86,26 @@ class Collector:
 
 class Holding:
     """A handler that records the value of every message it starts and holds those `hold`
-    picks until `release()`: unfinished, so never acknowledged or committed meanwhile."""
+    picks until `release()`: unfinished, so never acknowledged or committed meanwhile.
+    A held one cancelled (a stop past its timeout) takes `cleanup` seconds to end, then is
+    recorded in `cancelled`."""
 
-    def __init__(self, hold: Callable[[Message], bool]) -> None:
+    def __init__(self, hold: Callable[[Message], bool], *, cleanup: float = 0.0) -> None:
         self.started: list[bytes] = []
+        self.cancelled: list[bytes] = []
         self._hold = hold
+        self._cleanup = cleanup
         self._released = asyncio.Event()
 
     async def __call__(self, msg: Message) -> None:
         self.started.append(msg.value)
         if self._hold(msg):
-            await self._released.wait()
+            try:
+                await self._released.wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(self._cleanup)
+                self.cancelled.append(msg.value)
+                raise
 
     def release(self) -> None:
         self._released.set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 from msgkit.errors import BrokerUnavailableError
 
 _POLICY_RC = Path("/usr/sbin/policy-rc.d")
+_random = random.SystemRandom()  # test runners reseed `random`: each test would pick alike
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -27,16 +29,37 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def free_port(taken: set[int] | None = None) -> int:
-    """A loopback port free now, and not in `taken` (the ports a cluster already chose)."""
+def free_port(taken: set[int] | None = None, *, span: int = 1) -> int:
+    """A port free now on every address, with the `span - 1` ports after it, none in `taken`
+    (the ports a cluster already chose; the chosen ones are added to it).
+
+    Chosen below the kernel's ephemeral range: a port the kernel handed out for `bind(0)`
+    is one an outgoing connection can take before the server that was meant to get it binds.
+    """
+    taken = set() if taken is None else taken
+    lowest = _ephemeral_start()
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if taken is None or port not in taken:
-            if taken is not None:
-                taken.add(port)
+        port = _random.randrange(max(1024, lowest - 12000), lowest - span)
+        ports = range(port, port + span)
+        if not taken.intersection(ports) and all(map(_bindable, ports)):
+            taken.update(ports)
             return port
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_port(host: str, port: int, timeout: float) -> bool:

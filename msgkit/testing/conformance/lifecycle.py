@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import msgkit
-from msgkit.testing.collect import Collector, eventually
+from msgkit.testing.collect import Collector, Holding, eventually
 from msgkit.testing.conformance.support import (
     WAIT,
     graceful_stop,
@@ -86,6 +86,44 @@ class LifecycleContract:
         await msgkit_broker.consumer(unique_name, group="g").start(survivor)
         await survivor.wait_for(1, timeout=WAIT)
         assert survivor.ids == {sent}
+
+    async def test_stop_cancels_a_handler_past_its_timeout_and_the_message_returns(
+        self, msgkit_broker: msgkit.Broker, unique_name: str
+    ) -> None:
+        requires(msgkit_broker, "redelivers_unacked")
+        hangs = Holding(lambda msg: True)
+        consumer = msgkit_broker.consumer(unique_name, group="g")
+        await consumer.start(hangs)
+        sent = await msgkit_broker.producer().send(unique_name, b"never finishes")
+        await eventually(lambda: bool(hangs.started), timeout=WAIT, message="the handler started")
+        await asyncio.wait_for(consumer.stop(timeout=0.2), WAIT)
+        assert hangs.cancelled == [b"never finishes"] and not consumer.running
+        survivor = Collector()
+        await msgkit_broker.consumer(unique_name, group="g").start(survivor)
+        await survivor.wait_for(1, timeout=WAIT)
+        assert survivor.ids == {sent}
+
+    async def test_broker_close_cancels_hanging_handlers_after_the_stop_timeout_setting(
+        self, msgkit_url: str, unique_name: str
+    ) -> None:
+        broker = msgkit.connect(msgkit_url, settings=msgkit.Settings(stop_timeout=0.2))
+        await broker.start()
+        started: list[str] = []
+
+        async def hangs(msg: msgkit.Message) -> None:
+            started.append(msg.topic)
+            await asyncio.Event().wait()
+
+        topics = [f"{unique_name}-a", f"{unique_name}-b"]
+        consumers = [broker.consumer(topic, group="g") for topic in topics]
+        for consumer in consumers:
+            await consumer.start(hangs)
+        for topic in topics:
+            await broker.producer().send(topic, b"never finishes")
+        await eventually(lambda: sorted(started) == topics, timeout=WAIT,
+                         message="both handlers started")
+        await asyncio.wait_for(broker.close(), WAIT)
+        assert not any(consumer.running for consumer in consumers)
 
     async def test_concurrent_open_and_close(
         self, msgkit_broker: msgkit.Broker, unique_name: str
