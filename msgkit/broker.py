@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -105,10 +106,14 @@ class Broker:
         if self._closed:
             return
         self._closed = True
-        await asyncio.gather(*(consumer.stop(timeout) for consumer in list(self._consumers)))
-        for producer in self._producers:
-            await producer.close()
-        await self.backend.close()
+        # Each step runs even when one before it failed or the close was cancelled: a
+        # consumer's error or a caller's timeout must not leave producers and the
+        # connection open.
+        async with contextlib.AsyncExitStack() as closing:
+            closing.push_async_callback(self.backend.close)
+            for producer in reversed(self._producers):
+                closing.push_async_callback(producer.close)
+            await asyncio.gather(*(consumer.stop(timeout) for consumer in list(self._consumers)))
 
     async def __aenter__(self) -> Broker:
         return await self.start()

@@ -171,11 +171,18 @@ class Consumer:
         # it ends with `_task` also when that was cancelled before it began to await it.
         self._runner = runner = asyncio.create_task(
             self._dispatcher.run(), name=f"msgkit-handlers-{self.topic}")
-        self._task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
-        self._task.add_done_callback(lambda _: runner.cancel())
+        self._task = task = asyncio.create_task(self._serve(), name=f"msgkit-consumer-{self.topic}")
+        task.add_done_callback(lambda _: runner.cancel())
         self._broker._consumers.add(self)
         for instrument in self._broker.instruments:
             instrument.watch(self)
+        try:
+            # `_serve` begins before this returns: a task cancelled before its first step
+            # never runs its `finally`, and the subscription would stay open.
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            task.cancel()  # the caller gave up on this start: stop hard, as run() would
+            raise
         log.debug("consumer started: %s", self.describe())
 
     async def run(self, handler: Handler) -> None:
