@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -102,18 +101,42 @@ class Broker:
     async def close(self, timeout: float | None = None) -> None:
         """Stop consumers gracefully (together; handlers still running after `timeout`
         seconds, default the `stop_timeout` setting, are cancelled: see `Consumer.stop`),
-        close producers, then the connection."""
+        close producers, then the connection.
+
+        Producers and the connection are closed also when a consumer's stop failed (its
+        error is raised afterwards) or this close was cancelled: then the consumers' handlers
+        are cancelled at once and their subscriptions closed first."""
         if self._closed:
             return
         self._closed = True
-        # Each step runs even when one before it failed or the close was cancelled: a
-        # consumer's error or a caller's timeout must not leave producers and the
-        # connection open.
-        async with contextlib.AsyncExitStack() as closing:
-            closing.push_async_callback(self.backend.close)
-            for producer in reversed(self._producers):
-                closing.push_async_callback(producer.close)
-            await asyncio.gather(*(consumer.stop(timeout) for consumer in list(self._consumers)))
+        consumers = list(self._consumers)
+        try:
+            stopped = await asyncio.gather(*(consumer.stop(timeout) for consumer in consumers),
+                                           return_exceptions=True)
+        except asyncio.CancelledError:  # cut handlers now: none may outlive the connection
+            await asyncio.gather(*(consumer.stop(timeout=0) for consumer in consumers),
+                                 return_exceptions=True)
+            await self._close_clients(raise_first=False)
+            raise
+        failed = [outcome for outcome in stopped if isinstance(outcome, BaseException)]
+        await self._close_clients(raise_first=not failed)
+        if failed:
+            raise failed[0]
+
+    async def _close_clients(self, *, raise_first: bool) -> None:
+        """Close every producer, then the connection, each even if one before failed; the
+        first failure is raised at the end if `raise_first`, the others are logged."""
+        first: Exception | None = None
+        for close in [*(producer.close for producer in self._producers), self.backend.close]:
+            try:
+                await close()
+            except Exception as exc:
+                if raise_first and first is None:
+                    first = exc
+                else:
+                    log.error("closing %s: %s", self.url, exc, exc_info=exc)
+        if first is not None:
+            raise first
 
     async def __aenter__(self) -> Broker:
         return await self.start()

@@ -181,7 +181,7 @@ class Consumer:
             # never runs its `finally`, and the subscription would stay open.
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            task.cancel()  # the caller gave up on this start: stop hard, as run() would
+            await self.stop(timeout=0)  # the caller gave up on this start
             raise
         log.debug("consumer started: %s", self.describe())
 
