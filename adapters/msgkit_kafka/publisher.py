@@ -243,8 +243,17 @@ class KafkaPublisher(Publisher):
         self._confirm = native.guarantee is not Guarantee.AT_MOST_ONCE
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
+        confirmed = await self.produce(messages)
+        await asyncio.sleep(0)
+        if confirmed is not None:
+            await confirmed
+
+    async def produce(self, messages: Sequence[Outgoing]) -> asyncio.Future[None] | None:
+        """Hands `messages` to the client and returns without waiting for the broker: the
+        future resolves once every one is confirmed (or raises `PublishError`); None when
+        nothing will be confirmed (no messages, or at-most-once)."""
         if not messages:
-            return  # nothing will be reported: the batch would never resolve
+            return None  # nothing will be reported: the batch would never resolve
         if self._native.fatal and self._renew is not None:
             self._native = self._renew()  # the failed messages raised; these go anew
         batch = _Batch(len(messages), asyncio.get_running_loop()) if self._confirm else None
@@ -253,9 +262,7 @@ class KafkaPublisher(Publisher):
             await self._produce_columns(messages, batch, report)
         else:
             await self._produce_each(messages, batch, report)
-        await asyncio.sleep(0)
-        if batch is not None:
-            await batch.future
+        return batch.future if batch is not None else None
 
     async def _produce_columns(self, messages: Encoded, batch: _Batch | None, report: Any) -> None:
         """A `send_many` batch, read straight from its columns: one topic and send time, and

@@ -218,6 +218,8 @@ class BatchTransaction:
         self._publishing = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._confirming: list[asyncio.Future[None]] = []
+        """Confirmations of what this batch produced, awaited before it commits."""
         self.commits = 0
         self.aborts = 0
 
@@ -255,6 +257,18 @@ class BatchTransaction:
         self._publishing -= 1
         if self._publishing == 0:
             self._quiet.set()
+
+    def confirming(self, epoch: int, confirmed: asyncio.Future[None]) -> None:
+        """Messages produced into transaction `epoch`: its end waits for `confirmed`, and a
+        refusal dooms it."""
+        if epoch == self.epoch and self._committing is None:  # else it is aborted anyway
+            self._confirming.append(confirmed)
+        confirmed.add_done_callback(lambda done: self._confirmed(epoch, done))
+
+    def _confirmed(self, epoch: int, done: asyncio.Future[None]) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None:
+            self.doom(epoch, exc)
 
     def settled(self) -> None:
         self._unsettled -= 1
@@ -322,6 +336,16 @@ class BatchTransaction:
 
     async def _end(self) -> None:
         batch = self._batch
+        confirming, self._confirming = self._confirming, []
+        if confirming and self._doomed is None:  # a refusal dooms the batch (`_confirmed`)
+            # librdkafka reports each message within its message.timeout.ms, which a
+            # transactional producer keeps within transaction.timeout.ms.
+            _, late = await asyncio.wait(
+                confirming, timeout=self.producer.transaction_timeout + _GRACE)
+            if late:
+                self.doom(self.epoch, PublishError(
+                    f"{len(late)} publish(es) into the Kafka transaction were not confirmed "
+                    "in time", reason="timed out"))
         doomed, self._doomed = self._doomed, None
         starts: dict[Any, int] = {}
         for d in batch:
@@ -375,7 +399,10 @@ class BatchTransaction:
 
 class JoinedPublisher(Publisher):
     """Publishes into the subscription's open transaction (handler output, retry copies,
-    dead letters): confirmed by the broker, visible once the transaction commits."""
+    dead letters), visible once the transaction commits. A publish returns once its messages
+    are handed to the client: the transaction's end waits for the broker's confirmations,
+    and one it refuses dooms the transaction (the batch is redone). Awaiting each one would
+    cost a replication round trip per message (5-10 ms on a three-node cluster)."""
 
     def __init__(self, producer: TransactionalProducer, topics: Topics) -> None:
         self._producer = producer
@@ -391,12 +418,14 @@ class JoinedPublisher(Publisher):
             raise PublishError("the Kafka transaction of this message was aborted; it is "
                                "handled again", reason="aborted")
         try:
-            await self._producer.publisher.publish(messages)
+            confirmed = await self._producer.publisher.produce(messages)
         except Exception as exc:
             txn.doom(epoch, exc)
             raise
         finally:
             txn.left()
+        if confirmed is not None:
+            txn.confirming(epoch, confirmed)
 
     async def close(self) -> None:
         """The subscription closes its producer."""

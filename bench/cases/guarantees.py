@@ -17,6 +17,10 @@ messages sent in pipelined `send_many` chunks, from the first send to the last h
   (a store's mark cannot join them): there, database effects take at-least-once + dedup.
 
 A new mode is one more `Mode` in `MODES` (with `backends=` when only some brokers have it).
+
+The relay cases (Kafka): the handler sends one message on per input with `ctx.send`, as a
+consume-transform-produce service does; exactly-once (its output in the batch's
+transaction) against at-least-once (each send awaited, then the ack).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgkit
 from bench.flow import send_to_handler
 from bench.harness import Case, Countdown, Run
 from msgkit import Guarantee
@@ -46,14 +51,15 @@ class Mode:
 
 
 AT_LEAST_ONCE = Mode("at-least-once", Guarantee.AT_LEAST_ONCE, Guarantee.AT_LEAST_ONCE)
+TRANSACTIONS = Mode("exactly-once (transactions)", Guarantee.AT_LEAST_ONCE,
+                    Guarantee.EXACTLY_ONCE, backends=("kafka",))
 MODES = [
     Mode("at-most-once", Guarantee.AT_MOST_ONCE, Guarantee.AT_MOST_ONCE),
     Mode("exactly-once (dedup memory://)", Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE,
          dedup="memory://", backends=("memory", "amqp")),
     Mode("at-least-once + dedup memory://", Guarantee.AT_LEAST_ONCE, Guarantee.AT_LEAST_ONCE,
          dedup="memory://", backends=("kafka",)),
-    Mode("exactly-once (transactions)", Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE,
-         backends=("kafka",)),
+    TRANSACTIONS,
     Mode("exactly-once (transactions, prefetch 32)", Guarantee.AT_LEAST_ONCE,
          Guarantee.EXACTLY_ONCE, backends=("kafka",), options={"prefetch": 32}),
     Mode("exactly-once (transactional producer and consumer)", Guarantee.EXACTLY_ONCE,
@@ -61,12 +67,22 @@ MODES = [
 ]
 
 
-def run_mode(mode: Mode) -> Run:
+class Relaying(Countdown):
+    """Sends each message on to `<topic>.out` (`ctx.send`), then counts it."""
+
+    async def __call__(self, msg: object, ctx: msgkit.Context | None = None) -> None:
+        assert isinstance(msg, msgkit.Message) and ctx is not None
+        await ctx.send(f"{msg.topic}.out", msg.value)
+        await super().__call__(msg)
+
+
+def run_mode(mode: Mode, relay: bool = False) -> Run:
     async def run(url: str, n: int) -> float:
         consumer: dict[str, Any] = {"guarantee": mode.consumer, **mode.options}
         producer = {"guarantee": mode.producer}
         if mode.dedup is None:
-            return await send_to_handler(url, n, Countdown(n + 1), producer=producer,
+            handler = Relaying(n + 1) if relay else Countdown(n + 1)
+            return await send_to_handler(url, n, handler, producer=producer,
                                          consumer=consumer)
         async with Dedup(mode.dedup) as dedup:
             return await send_to_handler(url, n, Countdown(n + 1), producer=producer,
@@ -86,4 +102,9 @@ CASES = [
     for backend in BACKENDS
     for mode in MODES
     if backend in mode.backends
+] + [
+    Case("guarantee exactly-once relay (transactions) [kafka]", "kafka", "at-least-once relay",
+         run_mode(TRANSACTIONS, relay=True), run_mode(AT_LEAST_ONCE, relay=True), messages=5_000,
+         notes="send_many chunks -> handler sending one message on; ratio = exactly-once / "
+               "at-least-once"),
 ]

@@ -183,20 +183,32 @@ async def test_consumer_stopped_mid_batch_aborts_and_the_next_member_redoes_it(
     await wait_committed("eos", unique_name, 0, 4)
 
 
+@pytest.mark.parametrize("fails", ["producing", "confirming"])
 async def test_a_failed_publish_into_the_transaction_aborts_and_redoes_the_batch(
     kafka1: msgkit.Broker, unique_name: str, wait_committed: WaitCommitted,
-    monkeypatch: pytest.MonkeyPatch, sub_of: SubOf,
+    monkeypatch: pytest.MonkeyPatch, sub_of: SubOf, fails: str,
 ) -> None:
+    """The client refuses the output at once (`producing`), or the broker later, after the
+    handler returned (`confirming`): either dooms the transaction."""
     out = f"{unique_name}.out"
-    real_publish = KafkaPublisher.publish
+    real_produce = KafkaPublisher.produce
     failures = [PublishError("injected: the broker refused it", reason="injected")]
 
-    async def failing_once(self: KafkaPublisher, messages: Sequence[Outgoing]) -> None:
-        if failures and any(m.topic == out for m in messages):
+    async def failing_once(
+        self: KafkaPublisher, messages: Sequence[Outgoing]
+    ) -> asyncio.Future[None] | None:
+        if not (failures and any(m.topic == out for m in messages)):
+            return await real_produce(self, messages)
+        if fails == "producing":
             raise failures.pop()
-        await real_publish(self, messages)
+        confirmed = await real_produce(self, messages)
+        assert confirmed is not None
+        refused = asyncio.get_running_loop().create_future()
+        refusal = failures.pop()
+        confirmed.add_done_callback(lambda _: refused.set_exception(refusal))
+        return refused
 
-    monkeypatch.setattr(KafkaPublisher, "publish", failing_once)
+    monkeypatch.setattr(KafkaPublisher, "produce", failing_once)
 
     async def relay(msg: msgkit.Message, ctx: msgkit.Context) -> None:
         await ctx.send(out, msg.value)
