@@ -266,7 +266,8 @@ class BatchTransaction:
         confirmed.add_done_callback(lambda done: self._confirmed(epoch, done))
 
     def _confirmed(self, epoch: int, done: asyncio.Future[None]) -> None:
-        exc = None if done.cancelled() else done.exception()
+        exc = (PublishError("a publish into the Kafka transaction was cancelled",
+                            reason="cancelled") if done.cancelled() else done.exception())
         if exc is not None:
             self.doom(epoch, exc)
 
@@ -340,9 +341,9 @@ class BatchTransaction:
         if confirming and self._doomed is None:  # a refusal dooms the batch (`_confirmed`)
             # librdkafka reports each message within its message.timeout.ms, which a
             # transactional producer keeps within transaction.timeout.ms.
-            _, late = await asyncio.wait(
-                confirming, timeout=self.producer.transaction_timeout + _GRACE)
-            if late:
+            _, late = await asyncio.wait(confirming, return_when=asyncio.FIRST_EXCEPTION,
+                                         timeout=self.producer.transaction_timeout + _GRACE)
+            if late and self._doomed is None:
                 self.doom(self.epoch, PublishError(
                     f"{len(late)} publish(es) into the Kafka transaction were not confirmed "
                     "in time", reason="timed out"))
@@ -395,6 +396,9 @@ class BatchTransaction:
         self._batch = []
         self._unsettled = 0
         self._settled.set()
+        # What came for this batch after its end began concerns it alone.
+        self._confirming = []
+        self._doomed = None
 
 
 class JoinedPublisher(Publisher):
