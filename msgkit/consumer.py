@@ -176,24 +176,30 @@ class Consumer:
         self._broker._consumers.add(self)
         for instrument in self._broker.instruments:
             instrument.watch(self)
-        try:
-            # `_serve` begins before this returns: a task cancelled before its first step
-            # never runs its `finally`, and the subscription would stay open.
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            await self.stop(timeout=0)  # the caller gave up on this start
-            raise
         log.debug("consumer started: %s", self.describe())
 
     async def run(self, handler: Handler) -> None:
-        """Start, then wait until stopped. Cancelling this call stops the consumer hard."""
+        """Start, then wait until stopped. Cancelling this call stops the consumer at once
+        (see `wait`)."""
         await self.start(handler)
         await self.wait()
 
     async def wait(self) -> None:
-        """Wait until the consumer has stopped; re-raises what ended it (e.g. `ConsumerLostError`)."""
-        if self._task is not None:
-            await self._task
+        """Wait until the consumer has stopped; re-raises what ended it (e.g. `ConsumerLostError`).
+
+        Cancelling this call stops the consumer at once, as `stop(timeout=0)` does, before
+        the cancellation goes on: handlers cancelled, the subscription closed."""
+        task = self._task
+        if task is None:
+            return
+        try:
+            # Shielded: a task cancelled before its first step would never run the
+            # `finally` that closes the subscription.
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                await self.stop(timeout=0)
+            raise
 
     async def stop(self, timeout: float | None = None) -> None:
         """Take no new messages, finish and acknowledge the in-flight ones, leave the group.
