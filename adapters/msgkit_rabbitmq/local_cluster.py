@@ -70,12 +70,22 @@ class RabbitNode:
         while run("rabbitmqctl", "-n", self.name, "ping", timeout=15).returncode != 0:
             if self.process is not None and self.process.poll() is not None:
                 raise BrokerUnavailableError(
-                    f"RabbitMQ node {self.name} exited ({self.process.returncode}); see "
-                    f"{self.log_dir}")
+                    f"RabbitMQ node {self.name} exited ({self.process.returncode}): "
+                    f"{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise BrokerUnavailableError(f"RabbitMQ node {self.name} did not start")
+                raise BrokerUnavailableError(
+                    f"RabbitMQ node {self.name} did not start: {self.log_tail()}")
             time.sleep(0.3)
         self.ctl("await_startup", "--timeout", str(int(_START_SECONDS)), timeout=_START_SECONDS + 10)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the node's log, for an error that must say why (a test fixture may
+        delete the directory right after)."""
+        logs = sorted(self.log_dir.glob(f"{self.name}*.log"), key=lambda p: p.stat().st_size)
+        if not logs:
+            return f"no log in {self.log_dir}"
+        text = logs[-1].read_text(errors="replace").splitlines()[-lines:]
+        return f"{logs[-1]} ends:\n" + "\n".join(text)
 
     def pid(self) -> int | None:
         """The node's Erlang VM, if it runs (its launcher script may have exec'd into it)."""
